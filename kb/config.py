@@ -1,0 +1,48 @@
+"""Settings. The only module that reads the environment (prefix ``KB_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
+
+class Settings(BaseSettings):
+    """Configuration, from ``KB_*`` environment variables or keyword arguments."""
+
+    model_config = SettingsConfigDict(env_prefix="KB_", extra="ignore")
+
+    store: Path | None = Field(None, description="store directory (default: the user data dir)")
+    namespace: str = "default"
+    sql_url: str | None = Field(None, description="SQLAlchemy URL (default: kb.sqlite in the store)")
+    index_uri: str | None = Field(None, description="LanceDB URI (default: index/ in the store)")
+    model: str = Field(DEFAULT_MODEL, description="sentence-transformers model name or path")
+    device: str = Field("auto", description="auto | cpu | cuda | mps")
+    batch_size: int = Field(64, ge=1, le=4096)
+    # Fusion weights of the hybrid search (reciprocal rank fusion).
+    w_vector: float = 1.0
+    w_lexical: float = 1.0
+    w_structure: float = 0.5
+    w_graph: float = 0.3
+    rrf_k: int = 60
+    # Tracer LLM back end (any OpenAI-compatible endpoint); off unless a base URL is set.
+    llm_base_url: str | None = None
+    llm_model: str | None = None
+    llm_api_key: str | None = None
+    llm_timeout: float = 60.0
+    # MCP server.
+    allow_run: bool = False
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    def store_path(self) -> Path:
+        return Path(self.store) if self.store else Path(platformdirs.user_data_dir("kb")) / "store"
+
+
+def settings(**overrides: object) -> Settings:
+    """Settings from the environment, with explicit overrides (None values are ignored)."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]

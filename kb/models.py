@@ -1,0 +1,455 @@
+"""Records of the store.
+
+Two families live here:
+
+* pydantic API models (``Step``, ``ExperienceCreate`` -> ``Experience``, ``SkillCreate`` -> ``Skill``,
+  ``SearchHit``, ...) shared by the SDK, the CLI and the MCP server;
+* SQLModel tables (``*Row``): the source of truth. A row keeps the full record as a JSON document plus
+  the scalar columns that queries filter on, so the schema of nested fields can grow without a
+  migration while filters stay indexed.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from sqlalchemy import JSON, Column, Index, LargeBinary
+from sqlmodel import Field as SQLField
+from sqlmodel import SQLModel
+
+# -- limits ---------------------------------------------------------------------------------------
+MAX_TEXT = 20_000
+"""Characters in one text field (task, strategy, a step's content, a skill's description...)."""
+MAX_STEPS = 2_000
+"""Steps in one experience."""
+MAX_ITEMS = 200
+"""Entries in a small list field (tags, plan, lessons)."""
+MAX_BATCH = 10_000
+"""Records in one ``add_experiences`` call."""
+MAX_PROGRAM = 200_000
+"""Characters of a skill program."""
+
+SLUG_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+ID_PREFIXES = {"exp": "experience", "skl": "skill"}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id(prefix: str) -> str:
+    """A sortable, collision-resistant id with a kind prefix (``exp_...``, ``skl_...``)."""
+    stamp = f"{int(utcnow().timestamp() * 1000):012x}"
+    return f"{prefix}_{stamp}{secrets.token_hex(5)}"
+
+
+def kind_of(item_id: str) -> str | None:
+    """The kind an id names (``experience`` or ``skill``), or None for a foreign id."""
+    return ID_PREFIXES.get(item_id.split("_", 1)[0])
+
+
+class Outcome(StrEnum):
+    success = "success"
+    failure = "failure"
+    partial = "partial"
+    unknown = "unknown"
+
+
+class SkillStatus(StrEnum):
+    draft = "draft"
+    approved = "approved"
+    validated = "validated"
+    broken = "broken"
+    deprecated = "deprecated"
+
+
+class SkillMode(StrEnum):
+    executable = "executable"
+    guided = "guided"
+
+
+class Kind(StrEnum):
+    experience = "experience"
+    skill = "skill"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+def _check_text(value: str | None, field: str, limit: int = MAX_TEXT) -> str | None:
+    if value is not None and len(value) > limit:
+        raise ValueError(f"{field} is {len(value)} characters; the limit is {limit}")
+    return value
+
+
+# -- experiences ----------------------------------------------------------------------------------
+class Step(_Strict):
+    """One entry of a step log: a message, a tool call, an observation, an error."""
+
+    index: int = Field(ge=0, description="position in the log, 0-based")
+    agent: str | None = Field(None, max_length=200, description="who acted (agent name or role)")
+    role: str | None = Field(None, max_length=50, description="system | user | assistant | tool | ...")
+    kind: str = Field("message", max_length=50, description="message | tool_call | observation | error | ...")
+    content: str | None = None
+    tool: str | None = Field(None, max_length=200)
+    args: dict[str, Any] | None = None
+    result: str | None = None
+    error: str | None = None
+    timestamp: datetime | None = None
+    duration: float | None = Field(None, ge=0)
+
+    @field_validator("content", "result", "error")
+    @classmethod
+    def _limit(cls, value: str | None, info: Any) -> str | None:
+        return _check_text(value, f"step.{info.field_name}")
+
+
+class Attribution(_Strict):
+    """Which agent and step caused a failure, why, and how sure we are."""
+
+    agent: str | None = None
+    step: int | None = Field(None, ge=0, description="index into the experience's steps")
+    reason: str = ""
+    confidence: float = Field(0.0, ge=0, le=1)
+    step_scores: list[float] = Field(default_factory=list)
+    method: str = "label"
+    corrected: str | None = Field(None, description="what the step should have been, when known")
+
+
+class Provenance(_Strict):
+    source: str = Field("sdk", description="who wrote it: sdk | cli | mcp | import | mined | ...")
+    imported_from: str | None = None
+    source_id: str | None = Field(None, description="the id the record had at its source")
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ExperienceCreate(_Strict):
+    """What a caller supplies to record an experience."""
+
+    task: str = Field(min_length=1, description="what the agent was asked to do")
+    agent: str | None = Field(None, max_length=200)
+    domain: str | None = Field(None, max_length=200)
+    tags: list[str] = Field(default_factory=list, max_length=MAX_ITEMS)
+    outcome: Outcome = Outcome.unknown
+    score: float | None = Field(None, ge=0, le=1)
+    strategy: str | None = Field(None, description="the high-level plan or lesson, in prose")
+    plan: list[str] = Field(default_factory=list, max_length=MAX_ITEMS)
+    steps: list[Step] = Field(default_factory=list, max_length=MAX_STEPS)
+    final_answer: str | None = None
+    ground_truth: str | None = None
+    lessons: list[str] = Field(default_factory=list, max_length=MAX_ITEMS)
+    artifacts: dict[str, Any] = Field(default_factory=dict)
+    attribution: Attribution | None = None
+    provenance: Provenance = Field(default_factory=Provenance)
+    gold_actions: list[dict[str, Any]] | None = Field(
+        None, description="reference actions of the task when the source has them"
+    )
+
+    @field_validator("task", "strategy", "final_answer", "ground_truth")
+    @classmethod
+    def _limit(cls, value: str | None, info: Any) -> str | None:
+        return _check_text(value, info.field_name)
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: list[str]) -> list[str]:
+        out: list[str] = []
+        for tag in value:
+            tag = tag.strip()
+            if not tag or len(tag) > 100:
+                raise ValueError(f"tag {tag!r} must be 1 to 100 characters")
+            if tag not in out:
+                out.append(tag)
+        return out
+
+    @field_validator("plan", "lessons")
+    @classmethod
+    def _items(cls, value: list[str], info: Any) -> list[str]:
+        for item in value:
+            _check_text(item, f"{info.field_name} item")
+        return value
+
+    @model_validator(mode="after")
+    def _steps_in_order(self) -> ExperienceCreate:
+        for position, step in enumerate(self.steps):
+            if step.index != position:
+                raise ValueError(
+                    f"steps[{position}].index is {step.index}; steps must be numbered 0, 1, 2, ..."
+                )
+        return self
+
+
+
+def signature_of(steps: list[Step]) -> list[str]:
+    """The structural signature (APEX-EM): the sequence of tools the agents called, in order.
+
+    Observations (a tool's reply) repeat the tool of the call they answer and are left out.
+    """
+    return [step.tool for step in steps if step.tool and step.kind not in {"observation", "error"}]
+
+
+class ExperienceUpdate(_Strict):
+    """Fields of an experience that may be changed; omitted fields stay as they are."""
+
+    agent: str | None = None
+    domain: str | None = None
+    tags: list[str] | None = None
+    outcome: Outcome | None = None
+    score: float | None = Field(None, ge=0, le=1)
+    strategy: str | None = None
+    plan: list[str] | None = None
+    final_answer: str | None = None
+    ground_truth: str | None = None
+    lessons: list[str] | None = None
+    artifacts: dict[str, Any] | None = None
+    attribution: Attribution | None = None
+
+
+class Experience(ExperienceCreate):
+    """A stored experience."""
+
+    id: str
+    namespace: str
+    signature: list[str] = Field(default_factory=list)
+    count: int = Field(1, description="how many near-identical experiences were merged into this one")
+    merged_ids: list[str] = Field(default_factory=list)
+    uses: int = 0
+    successes: int = 0
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+# -- skills ---------------------------------------------------------------------------------------
+class SkillTest(_Strict):
+    """One test case: run with ``params`` and compare with ``expect`` (equality) if given."""
+
+    name: str = "test"
+    params: dict[str, Any] = Field(default_factory=dict)
+    expect: Any = None
+    expect_error: bool = False
+
+
+class SkillCreate(_Strict):
+    """What a caller supplies to add a skill."""
+
+    name: str = Field(description="Agent Skills slug: lowercase letters, digits, single hyphens")
+    description: str = Field(min_length=1, max_length=MAX_TEXT)
+    version: int = Field(1, ge=1)
+    scope: str | None = Field(None, max_length=MAX_TEXT, description="when to use it, when not")
+    parameters: dict[str, Any] = Field(
+        default_factory=lambda: {"type": "object", "properties": {}},
+        description="JSON Schema of the parameters",
+    )
+    returns: dict[str, Any] = Field(default_factory=dict, description="JSON Schema of the result")
+    steps: list[str] = Field(default_factory=list, max_length=MAX_ITEMS, description="guidance")
+    program: str | None = Field(None, max_length=MAX_PROGRAM, description="Python source with run(**params)")
+    mode: SkillMode | None = None
+    environment: dict[str, str] = Field(default_factory=dict)
+    tests: list[SkillTest] = Field(default_factory=list, max_length=MAX_ITEMS)
+    tags: list[str] = Field(default_factory=list, max_length=MAX_ITEMS)
+    domain: str | None = None
+    status: SkillStatus = SkillStatus.draft
+    provenance: Provenance = Field(default_factory=Provenance)
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        if len(value) > 64 or not SLUG_RE.match(value):
+            raise ValueError(
+                f"name {value!r} is not a valid skill name: use 1 to 64 lowercase letters, digits "
+                "and single hyphens, not starting or ending with a hyphen"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _mode(self) -> SkillCreate:
+        if self.mode is None:
+            self.mode = SkillMode.executable if self.program else SkillMode.guided
+        if self.mode == SkillMode.executable and not self.program:
+            raise ValueError("mode is executable but no program was given")
+        return self
+
+
+class Skill(SkillCreate):
+    """A stored skill (one version of it)."""
+
+    id: str
+    namespace: str
+    uses: int = 0
+    successes: int = 0
+    failures: int = 0
+    latest: bool = True
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def success_rate(self) -> float | None:
+        return self.successes / self.uses if self.uses else None
+
+
+# -- graph, events, search ------------------------------------------------------------------------
+EdgeKind = Literal[
+    "derived_from", "depends_on", "supersedes", "repaired_by", "merged_into", "similar_to", "uses_tool"
+]
+
+
+class Edge(_Strict):
+    src: str
+    dst: str
+    kind: str
+    weight: float = 1.0
+
+
+class SignalScore(BaseModel):
+    """What one retrieval signal said about a hit."""
+
+    rank: int
+    score: float
+
+
+class SearchHit(BaseModel):
+    """One search result, with the contribution of every signal that found it."""
+
+    id: str
+    kind: Kind
+    score: float
+    title: str
+    snippet: str = ""
+    outcome: Outcome | None = None
+    status: SkillStatus | None = None
+    signals: dict[str, SignalScore] = Field(default_factory=dict)
+    attribution: Attribution | None = None
+    provenance: Provenance | None = None
+    record: dict[str, Any] | None = None
+
+
+class ImportReport(BaseModel):
+    path: str
+    format: str
+    added: list[str] = Field(default_factory=list)
+    merged: list[str] = Field(default_factory=list)
+    skipped: list[dict[str, str]] = Field(default_factory=list)
+    edges: int = 0
+
+
+class Stats(BaseModel):
+    path: str
+    namespace: str
+    experiences: int
+    experiences_by_outcome: dict[str, int]
+    skills: int
+    skills_by_status: dict[str, int]
+    edges: int
+    events: int
+    indexed: int
+    pending_index: int
+    model: str | None
+    dim: int | None
+    schema_version: int
+
+
+# -- SQL tables -----------------------------------------------------------------------------------
+class ExperienceRow(SQLModel, table=True):
+    __tablename__ = "experiences"
+    __table_args__ = (Index("ix_exp_ns_outcome", "namespace", "outcome"),)
+
+    id: str = SQLField(primary_key=True)
+    namespace: str = SQLField(index=True)
+    task: str
+    domain: str | None = SQLField(default=None, index=True)
+    outcome: str
+    source_id: str | None = SQLField(default=None, index=True)
+    data: dict[str, Any] = SQLField(sa_column=Column(JSON, nullable=False))
+    created_at: datetime = SQLField(default_factory=utcnow, index=True)
+    updated_at: datetime = SQLField(default_factory=utcnow)
+    indexed: bool = SQLField(default=False, index=True)
+
+
+class SkillRow(SQLModel, table=True):
+    __tablename__ = "skills"
+    __table_args__ = (Index("ix_skill_ns_name_version", "namespace", "name", "version", unique=True),)
+
+    id: str = SQLField(primary_key=True)
+    namespace: str = SQLField(index=True)
+    name: str
+    version: int
+    status: str
+    latest: bool = SQLField(default=True, index=True)
+    data: dict[str, Any] = SQLField(sa_column=Column(JSON, nullable=False))
+    created_at: datetime = SQLField(default_factory=utcnow)
+    updated_at: datetime = SQLField(default_factory=utcnow)
+    indexed: bool = SQLField(default=False, index=True)
+
+
+class EdgeRow(SQLModel, table=True):
+    __tablename__ = "edges"
+    __table_args__ = (Index("ix_edge_unique", "namespace", "src", "dst", "kind", unique=True),)
+
+    id: int | None = SQLField(default=None, primary_key=True)
+    namespace: str = SQLField(index=True)
+    src: str = SQLField(index=True)
+    dst: str = SQLField(index=True)
+    kind: str
+    weight: float = 1.0
+    created_at: datetime = SQLField(default_factory=utcnow)
+
+
+class EventRow(SQLModel, table=True):
+    """A usage or feedback event on an item."""
+
+    __tablename__ = "events"
+
+    id: int | None = SQLField(default=None, primary_key=True)
+    namespace: str = SQLField(index=True)
+    item_id: str = SQLField(index=True)
+    kind: str
+    success: bool | None = None
+    detail: dict[str, Any] = SQLField(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = SQLField(default_factory=utcnow)
+
+
+class ValidationRunRow(SQLModel, table=True):
+    __tablename__ = "validation_runs"
+
+    id: int | None = SQLField(default=None, primary_key=True)
+    namespace: str = SQLField(index=True)
+    skill_id: str = SQLField(index=True)
+    test_name: str
+    passed: bool
+    duration: float
+    data: dict[str, Any] = SQLField(sa_column=Column(JSON, nullable=False))
+    created_at: datetime = SQLField(default_factory=utcnow)
+
+
+class EmbeddingRow(SQLModel, table=True):
+    """Content-hash cache of embeddings, so that nothing is embedded twice."""
+
+    __tablename__ = "embedding_cache"
+
+    key: str = SQLField(primary_key=True, description="sha256 of model name and text")
+    vector: bytes = SQLField(sa_column=Column(LargeBinary, nullable=False))
+
+
+class TokenRow(SQLModel, table=True):
+    """An API token for the HTTP server, stored hashed and bound to one namespace."""
+
+    __tablename__ = "tokens"
+
+    id: str = SQLField(primary_key=True)
+    namespace: str
+    name: str
+    hash: str = SQLField(index=True, unique=True)
+    created_at: datetime = SQLField(default_factory=utcnow)
+    revoked: bool = False
+
+
+class MetaRow(SQLModel, table=True):
+    __tablename__ = "meta"
+
+    key: str = SQLField(primary_key=True)
+    value: str

@@ -1,0 +1,1 @@
+"""Storage back ends: SQL (source of truth), LanceDB (vectors + full text), networkx (graph)."""

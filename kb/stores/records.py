@@ -1,0 +1,293 @@
+"""Record queries over SQL, scoped to one namespace."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from sqlalchemy import func, or_, update
+from sqlmodel import Session, col, select
+
+from kb.models import (
+    Edge,
+    EdgeRow,
+    EventRow,
+    Experience,
+    ExperienceRow,
+    Skill,
+    SkillRow,
+    Stats,
+    ValidationRunRow,
+    kind_of,
+    utcnow,
+)
+from kb.stores.sql import SQLStore, chunked
+
+
+def _experience_row(exp: Experience) -> ExperienceRow:
+    return ExperienceRow(
+        id=exp.id,
+        namespace=exp.namespace,
+        task=exp.task[:2000],
+        domain=exp.domain,
+        outcome=exp.outcome.value,
+        source_id=exp.provenance.source_id,
+        data=exp.model_dump(mode="json"),
+        created_at=exp.provenance.created_at,
+        updated_at=exp.updated_at,
+        indexed=False,
+    )
+
+
+def _skill_row(skill: Skill) -> SkillRow:
+    return SkillRow(
+        id=skill.id,
+        namespace=skill.namespace,
+        name=skill.name,
+        version=skill.version,
+        status=skill.status.value,
+        latest=skill.latest,
+        data=skill.model_dump(mode="json"),
+        created_at=skill.created_at,
+        updated_at=skill.updated_at,
+        indexed=False,
+    )
+
+
+class Records:
+    """Reads and writes of experiences, skills, edges and events of one namespace."""
+
+    def __init__(self, sql: SQLStore, namespace: str):
+        self.sql = sql
+        self.ns = namespace
+
+    def _session(self) -> Session:
+        return Session(self.sql.engine)
+
+    # -- writes (inside the caller's transaction) ---------------------------------------------
+    def put(self, session: Session, items: Sequence[Experience | Skill]) -> None:
+        """Insert or replace records, marked unindexed."""
+        for item in items:
+            row: ExperienceRow | SkillRow = (
+                _experience_row(item) if isinstance(item, Experience) else _skill_row(item)
+            )
+            session.merge(row)
+
+    def mark_indexed(self, ids: Sequence[str]) -> None:
+        with self.sql.session() as session:
+            for chunk in chunked(list(ids), 500):
+                for model in (ExperienceRow, SkillRow):
+                    session.exec(update(model).where(col(model.id).in_(chunk)).values(indexed=True))  # type: ignore[call-overload]
+
+    def mark_all_unindexed(self, session: Session) -> None:
+        for model in (ExperienceRow, SkillRow):
+            session.exec(update(model).values(indexed=False))  # type: ignore[call-overload]
+
+    def delete(self, session: Session, ids: Sequence[str]) -> None:
+        for chunk in chunked(list(ids), 500):
+            for model in (ExperienceRow, SkillRow):
+                self.sql.delete_where(session, model, col(model.id).in_(chunk), model.namespace == self.ns)
+            self.sql.delete_where(
+                session, EdgeRow, EdgeRow.namespace == self.ns,
+                or_(col(EdgeRow.src).in_(chunk), col(EdgeRow.dst).in_(chunk)),
+            )
+            self.sql.delete_where(session, EventRow, EventRow.namespace == self.ns,
+                                  col(EventRow.item_id).in_(chunk))
+
+    def put_edges(self, session: Session, edges: Sequence[Edge]) -> None:
+        for edge in edges:
+            existing = session.exec(
+                select(EdgeRow).where(
+                    EdgeRow.namespace == self.ns, EdgeRow.src == edge.src,
+                    EdgeRow.dst == edge.dst, EdgeRow.kind == edge.kind,
+                )
+            ).first()
+            if existing is None:
+                session.add(EdgeRow(namespace=self.ns, src=edge.src, dst=edge.dst, kind=edge.kind,
+                                    weight=edge.weight))
+            else:
+                existing.weight = edge.weight
+                session.add(existing)
+
+    def record_use(
+        self, session: Session, item_id: str, *, success: bool, note: str | None = None
+    ) -> dict[str, Any] | None:
+        """Count a use of an item; returns its counts, or None when it does not exist."""
+        model = ExperienceRow if kind_of(item_id) == "experience" else SkillRow
+        row = session.get(model, item_id)
+        if row is None or row.namespace != self.ns:
+            return None
+        data = dict(row.data)
+        data["uses"] = int(data.get("uses", 0)) + 1
+        key = "successes" if success else "failures"
+        data[key] = int(data.get(key, 0)) + 1
+        row.data = data
+        session.add(row)
+        session.add(EventRow(namespace=self.ns, item_id=item_id, kind="feedback", success=success,
+                             detail={"note": note} if note else {}))
+        uses, successes = data["uses"], int(data.get("successes", 0))
+        return {"id": item_id, "uses": uses, "successes": successes,
+                "success_rate": round(successes / uses, 4)}
+
+    # -- reads ---------------------------------------------------------------------------------
+    def get_experiences(self, ids: Sequence[str]) -> dict[str, Experience]:
+        out: dict[str, Experience] = {}
+        with self._session() as session:
+            for chunk in chunked(list(ids), 500):
+                rows = session.exec(select(ExperienceRow).where(
+                    col(ExperienceRow.id).in_(chunk), ExperienceRow.namespace == self.ns))
+                out.update({r.id: Experience.model_validate(r.data) for r in rows})
+        return out
+
+    def get_skills(self, ids: Sequence[str]) -> dict[str, Skill]:
+        out: dict[str, Skill] = {}
+        with self._session() as session:
+            for chunk in chunked(list(ids), 500):
+                rows = session.exec(select(SkillRow).where(
+                    col(SkillRow.id).in_(chunk), SkillRow.namespace == self.ns))
+                out.update({r.id: Skill.model_validate(r.data) for r in rows})
+        return out
+
+    def get_any(self, ids: Sequence[str]) -> dict[str, Experience | Skill]:
+        exp_ids = [i for i in ids if kind_of(i) == "experience"]
+        skill_ids = [i for i in ids if kind_of(i) == "skill"]
+        found: dict[str, Experience | Skill] = {}
+        found.update(self.get_experiences(exp_ids))
+        found.update(self.get_skills(skill_ids))
+        return found
+
+    def exists(self, item_id: str) -> bool:
+        return bool(self.get_any([item_id]))
+
+    def list_experiences(
+        self, *, outcome: str | None, domain: str | None, tag: str | None, limit: int, offset: int
+    ) -> list[Experience]:
+        with self._session() as session:
+            stmt = select(ExperienceRow).where(ExperienceRow.namespace == self.ns)
+            if outcome:
+                stmt = stmt.where(ExperienceRow.outcome == outcome)
+            if domain:
+                stmt = stmt.where(ExperienceRow.domain == domain)
+            stmt = stmt.order_by(col(ExperienceRow.created_at).desc(), col(ExperienceRow.id).desc())
+            if tag is None:
+                rows = session.exec(stmt.offset(offset).limit(limit)).all()
+                return [Experience.model_validate(r.data) for r in rows]
+            found: list[Experience] = []
+            for row in session.exec(stmt):
+                if tag in row.data.get("tags", []):
+                    found.append(Experience.model_validate(row.data))
+            return found[offset : offset + limit]
+
+    def iter_experiences(self, *, outcome: str | None = None, batch: int = 500) -> Iterator[Experience]:
+        """Every experience of the namespace, oldest first, read in batches."""
+        last = ""
+        while True:
+            with self._session() as session:
+                stmt = select(ExperienceRow).where(ExperienceRow.namespace == self.ns,
+                                                   ExperienceRow.id > last)
+                if outcome:
+                    stmt = stmt.where(ExperienceRow.outcome == outcome)
+                rows = session.exec(stmt.order_by(col(ExperienceRow.id)).limit(batch)).all()
+            if not rows:
+                return
+            yield from (Experience.model_validate(r.data) for r in rows)
+            last = rows[-1].id
+
+    def skill_versions(self, name: str) -> list[Skill]:
+        with self._session() as session:
+            rows = session.exec(select(SkillRow).where(SkillRow.namespace == self.ns, SkillRow.name == name)
+                                .order_by(col(SkillRow.version))).all()
+            return [Skill.model_validate(r.data) for r in rows]
+
+    def list_skills(self, *, status: str | None, all_versions: bool, limit: int) -> list[Skill]:
+        with self._session() as session:
+            stmt = select(SkillRow).where(SkillRow.namespace == self.ns)
+            if not all_versions:
+                stmt = stmt.where(SkillRow.latest == True)  # noqa: E712
+            if status:
+                stmt = stmt.where(SkillRow.status == status)
+            rows = session.exec(stmt.order_by(col(SkillRow.name), col(SkillRow.version)).limit(limit)).all()
+            return [Skill.model_validate(r.data) for r in rows]
+
+    def edges(self) -> list[Edge]:
+        with self._session() as session:
+            rows = session.exec(select(EdgeRow).where(EdgeRow.namespace == self.ns)).all()
+            return [Edge(src=r.src, dst=r.dst, kind=r.kind, weight=r.weight) for r in rows]
+
+    def events(self) -> list[EventRow]:
+        with self._session() as session:
+            return list(session.exec(select(EventRow).where(EventRow.namespace == self.ns)).all())
+
+    def validation_runs(self, skill_id: str | None = None) -> list[ValidationRunRow]:
+        with self._session() as session:
+            stmt = select(ValidationRunRow).where(ValidationRunRow.namespace == self.ns)
+            if skill_id:
+                stmt = stmt.where(ValidationRunRow.skill_id == skill_id)
+            return list(session.exec(stmt.order_by(col(ValidationRunRow.id))).all())
+
+    def unindexed(self) -> list[Experience | Skill]:
+        """Records of every namespace that the index does not hold yet (crash repair)."""
+        with self._session() as session:
+            exps = session.exec(select(ExperienceRow).where(ExperienceRow.indexed == False)).all()  # noqa: E712
+            skills = session.exec(select(SkillRow).where(SkillRow.indexed == False)).all()  # noqa: E712
+            return [Experience.model_validate(r.data) for r in exps] + [
+                Skill.model_validate(r.data) for r in skills
+            ]
+
+    def iter_all_namespaces(self, batch: int) -> Iterator[list[Experience | Skill]]:
+        """Every record of every namespace, in batches (for reindex)."""
+        for model, parse in ((ExperienceRow, Experience), (SkillRow, Skill)):
+            last = ""
+            while True:
+                with self._session() as session:
+                    rows = session.exec(select(model).where(model.id > last)  # type: ignore[attr-defined]
+                                        .order_by(model.id).limit(batch)).all()  # type: ignore[attr-defined]
+                if not rows:
+                    break
+                yield [parse.model_validate(r.data) for r in rows]  # type: ignore[attr-defined]
+                last = rows[-1].id
+
+    def ids(self, all_namespaces: bool = False) -> set[str]:
+        with self._session() as session:
+            out: set[str] = set()
+            for model in (ExperienceRow, SkillRow):
+                stmt = select(model.id)  # type: ignore[attr-defined]
+                if not all_namespaces:
+                    stmt = stmt.where(model.namespace == self.ns)  # type: ignore[attr-defined]
+                out.update(session.exec(stmt).all())
+            return out
+
+    def stats(self, path: str, *, model: str | None, dim: int | None, schema_version: int) -> Stats:
+        with self._session() as session:
+            by_outcome = dict(session.exec(
+                select(ExperienceRow.outcome, func.count()).where(ExperienceRow.namespace == self.ns)
+                .group_by(ExperienceRow.outcome)).all())
+            by_status = dict(session.exec(
+                select(SkillRow.status, func.count()).where(SkillRow.namespace == self.ns,
+                                                           SkillRow.latest == True)  # noqa: E712
+                .group_by(SkillRow.status)).all())
+            pending = sum(
+                int(session.exec(select(func.count()).select_from(m).where(
+                    m.namespace == self.ns, m.indexed == False)).one())  # type: ignore[attr-defined]  # noqa: E712
+                for m in (ExperienceRow, SkillRow)
+            )
+            total = sum(by_outcome.values()) + int(session.exec(
+                select(func.count()).select_from(SkillRow).where(SkillRow.namespace == self.ns)).one())
+            edges = int(session.exec(select(func.count()).select_from(EdgeRow)
+                                     .where(EdgeRow.namespace == self.ns)).one())
+            events = int(session.exec(select(func.count()).select_from(EventRow)
+                                      .where(EventRow.namespace == self.ns)).one())
+        return Stats(
+            path=path, namespace=self.ns, experiences=sum(by_outcome.values()),
+            experiences_by_outcome=by_outcome, skills=sum(by_status.values()),
+            skills_by_status=by_status, edges=edges, events=events, indexed=total - pending,
+            pending_index=pending, model=model, dim=dim, schema_version=schema_version,
+        )
+
+    def touch(self, item_id: str) -> None:
+        with self.sql.session() as session:
+            for model in (ExperienceRow, SkillRow):
+                row = session.get(model, item_id)
+                if row is not None:
+                    row.updated_at = utcnow()
+                    session.add(row)

@@ -1,0 +1,118 @@
+"""The SQL source of truth (SQLite by default, any SQLAlchemy URL)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, func
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, SQLModel, create_engine, delete, select
+
+from kb.migrations import migrate
+from kb.models import EmbeddingRow, MetaRow
+
+
+def make_engine(url: str) -> Engine:
+    """An engine; SQLite gets WAL, a generous busy timeout and foreign-key checks."""
+    is_sqlite = url.startswith("sqlite")
+    engine = create_engine(
+        url, connect_args={"timeout": 60, "check_same_thread": False} if is_sqlite else {}
+    )
+    if is_sqlite:
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.close()
+
+    return engine
+
+
+class SQLStore:
+    """Sessions, migrations, the meta table and the embedding cache over one engine."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.engine = make_engine(url)
+        with self.engine.begin() as conn:
+            self.schema_version = migrate(conn)
+
+    @classmethod
+    def at(cls, directory: Path) -> SQLStore:
+        return cls(f"sqlite:///{directory / 'kb.sqlite'}")
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session that commits on success and rolls back on error."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    # -- meta ---------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        with Session(self.engine) as session:
+            row = session.get(MetaRow, key)
+            return row.value if row else None
+
+    def set_meta(self, values: dict[str, str], session: Session | None = None) -> None:
+        if session is None:
+            with self.session() as own:
+                self.set_meta(values, own)
+            return
+        for key, value in values.items():
+            row = session.get(MetaRow, key)
+            if row is None:
+                session.add(MetaRow(key=key, value=value))
+            else:
+                row.value = value
+                session.add(row)
+
+    # -- embedding cache ----------------------------------------------------------------------
+    def cache_get(self, keys: list[str]) -> dict[str, bytes]:
+        out: dict[str, bytes] = {}
+        with Session(self.engine) as session:
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                rows = session.exec(select(EmbeddingRow).where(EmbeddingRow.key.in_(chunk)))  # type: ignore[attr-defined]
+                out.update({row.key: row.vector for row in rows})
+        return out
+
+    def cache_put(self, items: dict[str, bytes], session: Session | None = None) -> None:
+        if session is None:
+            with self.session() as own:
+                self.cache_put(items, own)
+            return
+        existing = set(self.cache_get(list(items)))
+        session.add_all(EmbeddingRow(key=k, vector=v) for k, v in items.items() if k not in existing)
+
+    # -- generic helpers ----------------------------------------------------------------------
+    def count(self, model: type[SQLModel], *where: Any) -> int:
+        with Session(self.engine) as session:
+            stmt = select(func.count()).select_from(model)
+            for clause in where:
+                stmt = stmt.where(clause)
+            return int(session.exec(stmt).one())
+
+    def delete_where(self, session: Session, model: type[SQLModel], *where: Any) -> None:
+        stmt = delete(model)
+        for clause in where:
+            stmt = stmt.where(clause)
+        session.exec(stmt)  # type: ignore[call-overload]
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def chunked(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -36,11 +36,14 @@ from kb.models import (
     utcnow,
 )
 from kb.retrieval import MODES, Filters, Weights, fuse, graph_ranking
+from kb.auth import TokenOps
+from kb.loop import LoopOps
 from kb.skill_ops import SkillOps
 from kb.stores.graph import Graph
 from kb.stores.records import Records
 from kb.stores.sql import SQLStore
 from kb.stores.vectors import VectorIndex, quote
+from kb.trace_ops import TraceOps
 
 Progress = Callable[[int], None]
 NAMESPACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -66,7 +69,7 @@ def _coerce(model: type[BaseModel], value: Any, what: str) -> Any:
         raise Invalid(f"{what}: {describe(exc)}") from exc
 
 
-class KnowledgeBase(SkillOps):
+class KnowledgeBase(SkillOps, TraceOps, LoopOps, TokenOps):
     """An experience memory and skill library, bound to one namespace of one store.
 
     Open it with :meth:`open`; use it as a context manager or call :meth:`close`.

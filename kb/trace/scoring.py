@@ -1,0 +1,76 @@
+"""From per-step scores to an :class:`Attribution` (shared by the scoring back ends)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from kb.models import ExperienceCreate
+from kb.trace.features import FEATURES
+
+DESCRIPTIONS: dict[str, str] = {
+    "error_here": "the step reports an error",
+    "error_next": "the tool result answering this step is an error",
+    "repeat_call": "it repeats an earlier call with the same arguments (a loop)",
+    "repeat_text": "it repeats an earlier message almost word for word (a loop)",
+    "novel_args": "its arguments use values that appear nowhere earlier (possibly invented)",
+    "novel_values": "it states numbers or ids that appear nowhere earlier",
+    "drift": "it strays from the task",
+    "ref_extra": "it calls a tool that successful runs of similar tasks never call",
+    "ref_args_mismatch": "successful runs call this tool with other arguments",
+    "ref_first_divergence": "here the run first departs from the closest successful run",
+    "first_bad_call": "it is the first state-changing call that departs from the successful runs",
+    "before_bad_call": "it is the message that triggered the first departing call",
+    "answer_origin": "the wrong parts of the final answer first appear here",
+    "claim_mismatch": "it states a value that contradicts the ground truth",
+    "correction_next": "the next party objects to or corrects it",
+    "refusal": "the agent gives up, refuses or hands off here",
+    "is_write_call": "it changes state",
+}
+
+
+def softmax(scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    if scores.size == 0:
+        return scores
+    z = (scores - scores.max()) / max(temperature, 1e-6)
+    e = np.exp(z)
+    return e / e.sum()
+
+
+def attribution_from_scores(
+    experience: ExperienceCreate,
+    scores: np.ndarray,
+    *,
+    method: str,
+    contributions: np.ndarray | None = None,
+    temperature: float = 1.0,
+) -> tuple[int | None, str | None, str, float, list[float]]:
+    """``(step, agent, reason, confidence, normalised step scores)`` for a score vector.
+
+    ``contributions`` (steps x features) explains the chosen step: its largest positive
+    contributions are named in the reason.
+    """
+    steps = experience.steps
+    if not steps:
+        return None, None, "the experience has no steps", 0.0, []
+    probs = softmax(np.asarray(scores, dtype=np.float64), temperature)
+    best = int(np.argmax(probs))
+    reasons: list[str] = []
+    if contributions is not None:
+        row = contributions[best]
+        order = np.argsort(-row)
+        for j in order[:6]:
+            name = FEATURES[int(j)]
+            if row[j] > 0 and name in DESCRIPTIONS:
+                reasons.append(DESCRIPTIONS[name])
+            if len(reasons) == 3:
+                break
+    step = steps[best]
+    who = step.agent or step.role or "unknown"
+    reason = f"step {best} ({who}): " + ("; ".join(reasons) if reasons else "highest score")
+    return best, who, f"{reason} [{method}]", float(probs[best]), [float(p) for p in probs]
+
+
+def weights_vector(weights: dict[str, float], names: Sequence[str] = FEATURES) -> np.ndarray:
+    return np.array([weights.get(n, 0.0) for n in names], dtype=np.float64)

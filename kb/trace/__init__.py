@@ -209,5 +209,3 @@ def _aligned_text(failure: ExperienceCreate, index: int, success: ExperienceCrea
             text = step_text(success.steps[theirs[j]])
             return text if text != step_text(failure.steps[index]) else None
     return None
-
-

@@ -105,6 +105,7 @@ def attribute(
             confidence=0.0,
             step_scores=scores,
             method="counterfactual",
+            corrected=None,
         )
     index, swap = flips[0]
     step = experience.steps[index]
@@ -116,7 +117,7 @@ def attribute(
             f"replacing {_describe(step)} with {_describe(swap)} turns the failure into a success"
             + (f" ({len(flips)} steps flip the outcome)" if len(flips) > 1 else "")
         ),
-        confidence=round(1.0 / len(flips), 4) if len(flips) else 0.0,
+        confidence=round(min(0.95, 1.0 / len(flips)), 4),
         step_scores=[s / total for s in scores],
         method="counterfactual",
         corrected=_describe(swap),

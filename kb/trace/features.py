@@ -70,10 +70,85 @@ REFUSAL_RE = re.compile(
 VALUE_RE = re.compile(r"#?[A-Za-z_]*\d[\w#.\-/]*|\b[a-z]+(?:_[a-z0-9]+)+\b")
 WORD_RE = re.compile(r"[a-z][a-z0-9']+")
 STOP = frozenset(
-    "the a an and or of to in on for with is are was were be been it this that you your i we our "
-    "me my they them he she his her at by from as not no yes can could would should will do does "
-    "did have has had if then so but all any some what which who how when where there here please "
-    "thank thanks also just like want need let know get".split()
+    [
+        "the",
+        "a",
+        "an",
+        "and",
+        "or",
+        "of",
+        "to",
+        "in",
+        "on",
+        "for",
+        "with",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "it",
+        "this",
+        "that",
+        "you",
+        "your",
+        "i",
+        "we",
+        "our",
+        "me",
+        "my",
+        "they",
+        "them",
+        "he",
+        "she",
+        "his",
+        "her",
+        "at",
+        "by",
+        "from",
+        "as",
+        "not",
+        "no",
+        "yes",
+        "can",
+        "could",
+        "would",
+        "should",
+        "will",
+        "do",
+        "does",
+        "did",
+        "have",
+        "has",
+        "had",
+        "if",
+        "then",
+        "so",
+        "but",
+        "all",
+        "any",
+        "some",
+        "what",
+        "which",
+        "who",
+        "how",
+        "when",
+        "where",
+        "there",
+        "here",
+        "please",
+        "thank",
+        "thanks",
+        "also",
+        "just",
+        "like",
+        "want",
+        "need",
+        "let",
+        "know",
+        "get",
+    ]
 )
 ACTING_SKIP = {"system", "tool", "function", "observation", "error"}
 USER_ROLES = {"user", "human"}
@@ -224,7 +299,9 @@ def extract(
     wrong_answer = _answer_tokens(experience)
     answer_seen: set[str] = set()
     truth = (experience.ground_truth or "").strip().lower()
-    truth_numeric = bool(truth) and bool(re.fullmatch(r"[\d.,;\s$%-]+", truth))
+    truth_values = values_in(truth)
+    truth_shape = _shape(next(iter(truth_values))) if len(truth_values) == 1 else ""
+    claimed = False
     sims = _similarity(texts, experience.task, embed)
     last_actor = max((i for i, r in enumerate(roles) if r == "actor"), default=-1)
 
@@ -281,9 +358,14 @@ def extract(
             found = values_in(step.content)
             novel = [v for v in found if v not in seen_values]
             row[col["novel_values"]] = min(1.0, len(novel) / 3)
-            if truth and found and truth not in lower:
-                numeric = [v for v in novel if re.fullmatch(r"[\d.$%]+", v)]
-                row[col["claim_mismatch"]] = bool(numeric) if truth_numeric else 0.0
+            if (
+                truth_shape
+                and not claimed
+                and truth not in lower
+                and any(_shape(v) == truth_shape for v in novel)
+            ):
+                row[col["claim_mismatch"]] = 1.0  # only the first such claim: its origin
+                claimed = True
         # divergence from references
         if refs and calls:
             row[col["ref_extra"]] = any(t not in ref_tools for t, _ in calls)
@@ -302,13 +384,23 @@ def extract(
     if bad >= 0:
         out[bad, col["first_bad_call"]] = 1.0
         trigger = next(
-            (j for j in range(bad - 1, -1, -1) if roles[j] in {"user", "actor"} and
-             (steps[j].agent or roles[j]) != (steps[bad].agent or roles[bad]) and steps[j].content),
+            (
+                j
+                for j in range(bad - 1, -1, -1)
+                if roles[j] in {"user", "actor"}
+                and (steps[j].agent or roles[j]) != (steps[bad].agent or roles[bad])
+                and steps[j].content
+            ),
             None,
         )
         if trigger is not None:
             out[trigger, col["before_bad_call"]] = 1.0
     return out
+
+
+def _shape(value: str) -> str:
+    """The shape of a value (``12.50`` -> ``9.99``), to compare a claim with the ground truth."""
+    return re.sub(r"[a-z]+", "a", re.sub(r"\d", "9", value.strip("$%")))
 
 
 def _first_bad_call(out: np.ndarray, col: Mapping[str, int]) -> int:

@@ -12,7 +12,7 @@ from kb.trace.scoring import attribution_from_scores, weights_vector
 
 WEIGHTS: dict[str, float] = {
     "first_bad_call": 3.0,
-    "claim_mismatch": 2.5,
+    "claim_mismatch": 2.0,
     "answer_origin": 2.5,
     "error_next": 2.0,
     "novel_args": 1.5,
@@ -23,7 +23,7 @@ WEIGHTS: dict[str, float] = {
     "ref_extra": 0.8,
     "ref_first_divergence": 0.5,
     "before_bad_call": 1.0,
-    "correction_next": 1.0,
+    "correction_next": 0.6,
     "refusal": 1.0,
     "novel_values": 0.5,
     "is_write_call": 0.5,
@@ -68,6 +68,7 @@ def attribute(
         confidence=confidence,
         step_scores=step_scores,
         method="heuristic",
+        corrected=None,
     )
 
 

@@ -44,7 +44,12 @@ class FailureLabel:
         if self.category:
             reason = f"[{self.category}] {reason}"
         return Attribution(
-            agent=self.agent, step=self.step, reason=reason, confidence=1.0, method="label"
+            agent=self.agent,
+            step=self.step,
+            reason=reason,
+            confidence=1.0,
+            method="label",
+            corrected=None,
         )
 
 
@@ -71,12 +76,16 @@ def _parse_one(record: Mapping[str, Any], number: int) -> FailureLabel:
         if not isinstance(item, Mapping) or not isinstance(item.get("step_number"), int):
             raise Invalid(f"{where}: every failure needs an integer step_number")
         if item["step_number"] < 1:
-            raise Invalid(f"{where}: step_number {item['step_number']} is below 1 (it counts from 1)")
+            raise Invalid(
+                f"{where}: step_number {item['step_number']} is below 1 (it counts from 1)"
+            )
         by_id[item.get("failure_id")] = item
     root = record.get("root_cause") or {}
     root_id = root.get("failure_id") if isinstance(root, Mapping) else None
-    target = by_id.get(root_id, failures[0])
-    others = tuple(sorted({int(f["step_number"]) - 1 for f in failures} - {target["step_number"] - 1}))
+    target: Mapping[str, Any] = by_id.get(root_id) or failures[0]
+    others = tuple(
+        sorted({int(f["step_number"]) - 1 for f in failures} - {target["step_number"] - 1})
+    )
     reason = str(target.get("step_reason") or "")
     if isinstance(root, Mapping) and root.get("reason_for_root_cause"):
         reason = f"{reason} Root cause: {root['reason_for_root_cause']}".strip()
@@ -109,7 +118,8 @@ def split_by_trajectory(
 ) -> tuple[list[FailureLabel], list[FailureLabel]]:
     """``(labels whose trajectory is known, labels with no trajectory)``."""
     known = {str(i) for i in known_ids}
-    matched, missing = [], []
+    matched: list[FailureLabel] = []
+    missing: list[FailureLabel] = []
     for label in labels:
         (matched if label.trajectory_id in known else missing).append(label)
     return matched, missing

@@ -144,7 +144,7 @@ def fit_matrices(
         scale=scale.tolist(),
         coef=clf.coef_[0].tolist(),
         intercept=float(clf.intercept_[0]),
-        meta={"trajectories": len(rows), "steps": int(x.shape[0]), "C": c},
+        meta={"matrices": len(rows), "steps": int(x.shape[0]), "C": c},
     )
 
 
@@ -186,14 +186,20 @@ def train(
     return fit_matrices(matrices, targets, c=c)
 
 
-def labelled_examples(experiences: Iterable[ExperienceCreate]) -> list[tuple[ExperienceCreate, int]]:
+def labelled_examples(
+    experiences: Iterable[ExperienceCreate],
+) -> list[tuple[ExperienceCreate, int]]:
     """The failures in a collection that carry a human label (``attribution.method == "label"``)."""
     out = []
     for experience in experiences:
         label = experience.attribution
-        if label is not None and label.method == "label" and label.step is not None:
-            if label.step < len(experience.steps):
-                out.append((experience, label.step))
+        if (
+            label is not None
+            and label.method == "label"
+            and label.step is not None
+            and label.step < len(experience.steps)
+        ):
+            out.append((experience, label.step))
     return out
 
 
@@ -207,14 +213,19 @@ def attribute(
     """Blame the step the model scores highest (the default model when none is given)."""
     model = model or default_model()
     if model is None:
-        raise NotFound("no tracer model: train one with `kb train-tracer` or ship default_model.json")
+        raise NotFound(
+            "no tracer model: train one with `kb train-tracer` or ship default_model.json"
+        )
     features = extract(experience, references=references, embed=embed)
     scores = model.scores(features)
-    for i, step in enumerate(experience.steps):
-        if role_of(step) == "system":
+    for i, item in enumerate(experience.steps):
+        if role_of(item) == "system":
             scores[i] -= 10.0
     step, agent, reason, confidence, step_scores = attribution_from_scores(
-        experience, scores, method="learned", contributions=model.contributions(features)
+        experience,
+        scores,
+        method="learned",
+        contributions=model.contributions(features) if model.features == list(FEATURES) else None,
     )
     return Attribution(
         agent=agent,
@@ -223,4 +234,5 @@ def attribute(
         confidence=confidence,
         step_scores=step_scores,
         method="learned",
+        corrected=None,
     )

@@ -17,11 +17,11 @@ from __future__ import annotations
 import ast
 import json
 import re
-
+import urllib.error
+import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-
-import httpx
 
 from kb.errors import Invalid, KBError
 from kb.models import Attribution, ExperienceCreate
@@ -102,18 +102,17 @@ def parse_reply(text: str) -> dict[str, Any]:
 
 
 def _load(candidate: str) -> dict[str, Any] | None:
-    try:
-        value = json.loads(candidate)
-    except json.JSONDecodeError:
+    trimmed = re.sub(r",\s*([}\]])", r"\1", candidate)
+    pythonic = re.sub(r"\btrue\b", "True", re.sub(r"\bfalse\b", "False", trimmed))
+    pythonic = re.sub(r"\bnull\b", "None", pythonic)
+    for attempt in (candidate, trimmed, pythonic):
         try:
-            value = ast.literal_eval(candidate)
+            value = json.loads(attempt) if attempt is not pythonic else ast.literal_eval(attempt)
         except (ValueError, SyntaxError):
-            fixed = re.sub(r",\s*}", "}", candidate)
-            try:
-                value = json.loads(fixed)
-            except json.JSONDecodeError:
-                return None
-    return value if isinstance(value, dict) else None
+            continue
+        if isinstance(value, dict):
+            return value
+    return None
 
 
 def _int(value: Any) -> int | None:
@@ -131,14 +130,37 @@ def _yes(value: Any) -> bool:
     return str(value).strip().lower() in {"yes", "true", "1", "y"}
 
 
-class LLMTracer:
-    """Attribution by a chat model, with the three protocols. ``client`` is injectable for tests."""
+Post = Callable[[str, dict[str, Any], dict[str, str], float], tuple[int, str]]
+"""``post(url, json_body, headers, timeout) -> (status, body text)``."""
 
-    def __init__(self, config: LLMConfig, *, client: httpx.Client | None = None):
+
+def urllib_post(
+    url: str, body: dict[str, Any], headers: dict[str, str], timeout: float
+) -> tuple[int, str]:
+    """POST JSON with the standard library (no extra dependency)."""
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", **headers},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return int(response.status), response.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read().decode("utf-8", "replace")
+
+
+class LLMTracer:
+    """Attribution by a chat model, with the three protocols. ``post`` is injectable."""
+
+    def __init__(self, config: LLMConfig, *, post: Post | None = None):
         if not config.base_url or not config.model:
-            raise Invalid("the LLM tracer needs a base URL and a model name (KB_LLM_BASE_URL, KB_LLM_MODEL)")
+            raise Invalid(
+                "the LLM tracer needs a base URL and a model name (KB_LLM_BASE_URL, KB_LLM_MODEL)"
+            )
         self.config = config
-        self.client = client or httpx.Client(timeout=config.timeout)
+        self.post = post or urllib_post
         self.calls = 0
 
     # -- transport ----------------------------------------------------------------------------
@@ -149,19 +171,22 @@ class LLMTracer:
         payload = {
             "model": self.config.model,
             "temperature": self.config.temperature,
-            "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}],
+            "messages": [
+                {"role": "system", "content": SYSTEM},
+                {"role": "user", "content": prompt},
+            ],
         }
         self.calls += 1
         try:
-            response = self.client.post(url, json=payload, headers=headers)
-        except httpx.HTTPError as exc:
+            status, text = self.post(url, payload, headers, self.config.timeout)
+        except (urllib.error.URLError, OSError) as exc:
             raise LLMError(f"tracer endpoint {url} unreachable: {exc}") from exc
-        if response.status_code >= 400:
-            raise LLMError(f"tracer endpoint {url} answered {response.status_code}: {response.text[:200]}")
+        if status >= 400:
+            raise LLMError(f"tracer endpoint {url} answered {status}: {text[:200]}")
         try:
-            return str(response.json()["choices"][0]["message"]["content"] or "")
+            return str(json.loads(text)["choices"][0]["message"]["content"] or "")
         except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise LLMError(f"tracer endpoint {url} sent no chat completion: {response.text[:200]}") from exc
+            raise LLMError(f"tracer endpoint {url} sent no chat completion: {text[:200]}") from exc
 
     def ask(self, prompt: str) -> dict[str, Any]:
         return parse_reply(self.chat(prompt))
@@ -196,8 +221,14 @@ class LLMTracer:
         reply = self.ask(prompt)
         step = self._valid_step(experience, _int(reply.get("mistake_step", reply.get("step"))))
         confidence = _float(reply.get("confidence"), 0.5)
-        return self._result(experience, step, str(reply.get("reason", "")), confidence,
-                            "llm:all_at_once", agent=reply.get("mistake_agent"))
+        return self._result(
+            experience,
+            step,
+            str(reply.get("reason", "")),
+            confidence,
+            "llm:all_at_once",
+            agent=reply.get("mistake_agent"),
+        )
 
     def step_by_step(self, experience: ExperienceCreate) -> Attribution:
         """Ask about each acting step in turn; the first one judged decisive wins."""
@@ -210,11 +241,17 @@ class LLMTracer:
             )
             reply = self.ask(prompt)
             if _yes(reply.get("mistake", reply.get("answer"))):
-                return self._result(experience, i, str(reply.get("reason", "")), 0.6,
-                                    "llm:step_by_step")
+                return self._result(
+                    experience, i, str(reply.get("reason", "")), 0.6, "llm:step_by_step"
+                )
         last = candidates[-1] if candidates else None
-        return self._result(experience, last, "no step was judged decisive; blaming the last one",
-                            0.1, "llm:step_by_step")
+        return self._result(
+            experience,
+            last,
+            "no step was judged decisive; blaming the last one",
+            0.1,
+            "llm:step_by_step",
+        )
 
     def binary_search(self, experience: ExperienceCreate) -> Attribution:
         """Halve the range of steps until one is left."""
@@ -227,7 +264,7 @@ class LLMTracer:
             prompt = (
                 f"{self._header(experience)}\n\nLOG (steps {lo} to {hi}):\n"
                 f"{self.render(experience, hi, lo)}\n\nIs the decisive mistake in steps {lo}-{mid} "
-                f"(answer \"first\") or in steps {mid + 1}-{hi} (answer \"second\")? Reply with "
+                f'(answer "first") or in steps {mid + 1}-{hi} (answer "second")? Reply with '
                 'JSON: {"half": "first"|"second", "reason": "<one sentence>"}'
             )
             reply = self.ask(prompt)
@@ -239,7 +276,9 @@ class LLMTracer:
                 lo = mid + 1
             else:
                 raise LLMError(f"binary search: expected half 'first' or 'second', got {half!r}")
-        return self._result(experience, lo, reasons[-1] if reasons else "", 0.5, "llm:binary_search")
+        return self._result(
+            experience, lo, reasons[-1] if reasons else "", 0.5, "llm:binary_search"
+        )
 
     # -- helpers ------------------------------------------------------------------------------
     def _valid_step(self, experience: ExperienceCreate, step: int | None) -> int | None:
@@ -270,10 +309,8 @@ class LLMTracer:
             confidence=max(0.0, min(1.0, confidence)),
             step_scores=scores,
             method=method,
+            corrected=None,
         )
-
-    def close(self) -> None:
-        self.client.close()
 
 
 def _float(value: Any, default: float) -> float:
@@ -295,20 +332,16 @@ def attribute(
     config: LLMConfig | None,
     *,
     protocol: str = "all_at_once",
-    client: httpx.Client | None = None,
+    post: Post | None = None,
 ) -> Attribution:
     """Attribute with a chat model; raises :class:`Invalid` when no endpoint is configured."""
     if config is None:
         raise Invalid("the llm tracer is not configured: set KB_LLM_BASE_URL and KB_LLM_MODEL")
     if protocol not in PROTOCOLS:
         raise Invalid(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
-    tracer = LLMTracer(config, client=client)
-    try:
-        result: Attribution = getattr(tracer, protocol)(experience)
-        return result
-    finally:
-        if client is None:
-            tracer.close()
+    tracer = LLMTracer(config, post=post)
+    result: Attribution = getattr(tracer, protocol)(experience)
+    return result
 
 
 __all__ = ["PROTOCOLS", "LLMConfig", "LLMError", "LLMTracer", "attribute", "parse_reply"]

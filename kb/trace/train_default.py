@@ -82,8 +82,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, default=DEFAULT_MODEL_PATH)
     args = parser.parse_args(argv)
-    model = train_default(args.data, args.out)
-    print(f"wrote {args.out} ({model.meta.get('trajectories')} trajectories)")
+    train_default(args.data, args.out)
+    print(f"wrote {args.out} ({len(load_labelled(args.data).examples)} labelled trajectories)")
 
 
 if __name__ == "__main__":

@@ -46,6 +46,8 @@ def import_file(
     if not records:
         return ImportReport(path=str(path), format=fmt)
     kind = detect(records[0]) if fmt == "auto" else fmt
+    if kind == "labels":
+        return kb.import_labels(path)
     if kind == "kb":
         return _import_lossless(kb, path, records, skip_invalid=skip_invalid, progress=progress)
     report = ImportReport(path=str(path), format=kind)
@@ -136,9 +138,7 @@ def _line(kind: str, record: BaseModel | dict[str, Any], vector: Any = None) -> 
 def export(kb: KnowledgeBase, path: Path, fmt: str = "jsonl") -> dict[str, Any]:
     """Write the namespace to ``path`` atomically (a temp file renamed into place)."""
     if fmt == "pairs":
-        from kb.trace.pairs import export_pairs
-
-        return export_pairs(kb, path)
+        return kb.export_pairs(path)
     if fmt == "skills":
         return kb.export_skills(path)
     if fmt not in EXPORT_FORMATS:

@@ -9,6 +9,7 @@ Formats (``format="auto"`` picks by content):
 * ``multiagent``: ``{question, ground_truth?, history: [{role, name?, content}]}``; one step per
   history entry, agent = ``name`` else ``role``.
 * ``kb``: the store's own lossless export (handled by the service, which owns vectors and edges).
+* ``labels``: failure labels in the tau-retail ``failure_labels.json`` format (see ``kb.trace``).
 
 A file holds one record, a JSON list of records, or JSONL (one record per line).
 """
@@ -26,7 +27,7 @@ from pydantic import ValidationError
 from kb.errors import ImportFailed
 from kb.models import ExperienceCreate, Outcome, Provenance, Step
 
-FORMATS = ("auto", "native", "openai", "multiagent", "kb")
+FORMATS = ("auto", "native", "openai", "multiagent", "kb", "labels")
 MAX_FILE_BYTES = 512 * 1024 * 1024
 KB_TYPES = {"meta", "experience", "skill", "edge", "event", "validation"}
 
@@ -67,6 +68,8 @@ def detect(record: Any) -> str:
         return "unknown"
     if record.get("type") in KB_TYPES and ("record" in record or "kb_export" in record):
         return "kb"
+    if "trajectory_id" in record and "failures" in record:
+        return "labels"
     if "traj" in record or "messages" in record:
         return "openai"
     if "history" in record:

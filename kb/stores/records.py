@@ -193,6 +193,13 @@ class Records:
             yield from (Experience.model_validate(r.data) for r in rows)
             last = rows[-1].id
 
+    def by_source_id(self, source_id: str) -> list[Experience]:
+        """Experiences imported from the same source record (e.g. a benchmark task id)."""
+        with self._session() as session:
+            rows = session.exec(select(ExperienceRow).where(
+                ExperienceRow.namespace == self.ns, ExperienceRow.source_id == str(source_id))).all()
+            return [Experience.model_validate(r.data) for r in rows]
+
     def skill_versions(self, name: str) -> list[Skill]:
         with self._session() as session:
             rows = session.exec(select(SkillRow).where(SkillRow.namespace == self.ns, SkillRow.name == name)

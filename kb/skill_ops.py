@@ -23,6 +23,7 @@ from kb.models import (
     SkillCreate,
     SkillMode,
     SkillStatus,
+    Step,
     ValidationRunRow,
     new_id,
     utcnow,
@@ -62,6 +63,25 @@ class CurationAction(BaseModel):
     detail: str = ""
     support: int | None = None
     sources: list[str] = []
+
+
+def _calls_with_results(steps: list[Step]) -> list[dict[str, Any]]:
+    """Tool-call steps, each with the result of the observation that answered it (mining binds
+    arguments to values that earlier results produced)."""
+    calls: list[dict[str, Any]] = []
+    pending: dict[str, dict[str, Any]] = {}
+    for step in steps:
+        if not step.tool:
+            continue
+        if step.kind in {"observation", "error"}:
+            call = pending.pop(step.tool, None)
+            if call is not None:
+                call["result"] = step.result or step.error
+            continue
+        call = step.model_dump(mode="json")
+        calls.append(call)
+        pending[step.tool] = call
+    return calls
 
 
 def _plain(skill: Skill) -> dict[str, Any]:
@@ -278,7 +298,7 @@ class SkillOps:
         for exp in self.records.iter_experiences(outcome=Outcome.success.value):
             if domain and exp.domain != domain:
                 continue
-            calls = [s.model_dump(mode="json") for s in exp.steps if s.tool and s.kind not in {"observation", "error"}]
+            calls = _calls_with_results(exp.steps)
             if calls:
                 traces.append((exp.id, calls))
                 tasks[exp.id] = exp.task

@@ -104,10 +104,14 @@ SKILL_JSON_SCHEMA: dict[str, Any] = {
 
 
 # -- names ----------------------------------------------------------------------------------------
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+
 def slugify(name: str) -> str:
     """Turn any name into a valid skill slug.
 
-    The rule: NFKD-normalise and drop combining marks (``é`` -> ``e``); lowercase; replace every
+    The rule: NFKD-normalise and drop combining marks (``é`` -> ``e``); split camelCase words
+    (``ChatOCR`` -> ``Chat-OCR``, ``myHTTPTool`` -> ``my-HTTP-Tool``); lowercase; replace every
     run of characters other than ``a-z0-9`` with one hyphen; strip hyphens at both ends; if longer
     than 64 characters, cut at the last hyphen within the first 64 (or hard at 64 when there is
     none) and strip a trailing hyphen; an empty result becomes ``"skill"``.
@@ -120,6 +124,7 @@ def slugify(name: str) -> str:
     """
     decomposed = unicodedata.normalize("NFKD", name)
     ascii_ish = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    ascii_ish = _CAMEL.sub("-", ascii_ish)
     slug = _NOT_SLUG.sub("-", ascii_ish.lower()).strip("-")
     if len(slug) > MAX_NAME:
         cut = slug[: MAX_NAME + 1]

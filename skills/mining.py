@@ -49,6 +49,7 @@ class _Call:
     tool: str
     args: dict[str, Any]
     result: str
+    repeats: int = 1
 
 
 @dataclass
@@ -77,6 +78,12 @@ def _calls(trace_id: str, steps: Sequence[Mapping[str, Any]]) -> list[_Call]:
         if raw is None:
             raw = step.get("content")
         text = raw if isinstance(raw, str) else "" if raw is None else json.dumps(raw, default=str)
+        if calls and calls[-1].tool == tool:
+            # A run of the same tool (one call per order, per item...) is one step done repeatedly:
+            # mining it as N distinct steps would yield a near-duplicate skill per run length.
+            calls[-1].repeats += 1
+            calls[-1].result += "\n" + text
+            continue
         calls.append(_Call(tool, dict(args), text))
     return calls
 
@@ -223,7 +230,9 @@ def _build(
             shown.append(f"{slot.key}={{{slot.name}}}{note}")
         template.append({"tool": tool, "args": args})
         with_args = f" with {', '.join(shown)}" if shown else " with no arguments"
-        steps.append(f"Call `{tool}`{with_args}.")
+        repeated = sum(occurrence[j].repeats > 1 for occurrence in occurrences)
+        again = f" Repeat it once per item as needed ({repeated} of {len(occurrences)} runs did)." if repeated else ""
+        steps.append(f"Call `{tool}`{with_args}.{again}")
     chain = " → ".join(f"`{t}`" for t in pattern)
     names = list(parameters["properties"])
     description = f"Reusable tool-call sequence: {chain}."
@@ -236,7 +245,7 @@ def _build(
     )
     scope += f", e.g. task: {example.strip()[:300]}" if example else "."
     skill = {
-        "name": slugify("-then-".join(pattern)),
+        "name": _pattern_name(pattern),
         "description": description[:_MAX_DESCRIPTION],
         "version": 1,
         "scope": scope,
@@ -253,6 +262,15 @@ def _build(
         "provenance": {"source": "mined"},
     }
     return skill, template
+
+
+def _pattern_name(pattern: Sequence[str]) -> str:
+    """``a-then-b-then-c``; when that passes 64 characters, ``a-to-c-in-N-steps``, so the
+    distinguishing last step survives the cut."""
+    full = slugify("-then-".join(pattern))
+    if len("-then-".join(pattern)) <= 64:
+        return full
+    return slugify(f"{pattern[0]}-to-{pattern[-1]}-in-{len(pattern)}-steps")
 
 
 def _unique_name(name: str, taken: set[str]) -> str:

@@ -72,6 +72,9 @@ def long_description() -> str:
     [
         ("Get User Details", "get-user-details"),
         ("get_user_details", "get-user-details"),
+        ("MyWritingCompanion", "my-writing-companion"),
+        ("ChatOCR", "chat-ocr"),
+        ("myHTTPTool2", "my-http-tool2"),
         ("Crème Brûlée!!", "creme-brulee"),
         ("  --Hello__World--  ", "hello-world"),
         ("", "skill"),

@@ -102,7 +102,7 @@ def test_type_inference_and_naming() -> None:
             f"e{i}",
             [
                 call("set_limit", value=v, flag=f, price=p, tags=t),
-                call("set_limit", value=v),
+                call("check_limit", value=v),
                 call("commit"),
             ],
         )
@@ -145,7 +145,7 @@ def test_slugs_are_valid_and_unique() -> None:
     assert all(is_slug(n) and len(n) <= 64 for n in names)
     assert len(set(names)) == len(names)
     assert mine(TRACES)[0].skill["name"] == (
-        "find-user-id-by-email-then-get-user-details-then-get-order"
+        "find-user-id-by-email-to-cancel-pending-order-in-4-steps"
     )
 
 
@@ -164,3 +164,19 @@ def test_bad_input() -> None:
         mine(TRACES, min_support=0)
     with pytest.raises(SkillError, match="must be a mapping"):
         mine([("x", [{"tool": "a", "args": [1, 2]}])])
+
+
+def test_runs_of_one_tool_are_one_repeated_step() -> None:
+    """Runs of the same call (once per order, per item) collapse into one step, so the miner
+    does not emit a near-duplicate skill for every run length."""
+    traces = [
+        (f"e{i}", [call("find_user", email=f"u{i}@x"), *[call("get_order", order_id=f"#{i}{j}")
+                                                         for j in range(n)], call("refund")])
+        for i, n in enumerate([1, 2, 3, 4])
+    ]
+    candidates = mine(traces, min_support=2)
+    patterns = [c.pattern for c in candidates]
+    assert ["find_user", "get_order", "refund"] in patterns
+    assert all(p.count("get_order") <= 1 for p in patterns)
+    full = next(c for c in candidates if c.pattern == ["find_user", "get_order", "refund"])
+    assert "Repeat it once per item" in full.skill["steps"][1]

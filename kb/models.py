@@ -221,6 +221,7 @@ class Experience(ExperienceCreate):
     merged_ids: list[str] = Field(default_factory=list)
     uses: int = 0
     successes: int = 0
+    failures: int = 0
     updated_at: datetime = Field(default_factory=utcnow)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -15,10 +14,13 @@ from filelock import FileLock, Timeout
 from pydantic import BaseModel, ValidationError
 
 from kb import documents as docs
-from kb.config import Settings, settings as load_settings
+from kb.auth import TokenOps
+from kb.config import Settings
+from kb.config import settings as load_settings
 from kb.embeddings import CachedEmbedder, Embedder, SentenceTransformerEmbedder
 from kb.errors import Conflict, ImportFailed, Invalid, ModelMismatch, NotFound
 from kb.importers import describe
+from kb.loop import LoopOps
 from kb.models import (
     MAX_BATCH,
     Edge,
@@ -36,8 +38,6 @@ from kb.models import (
     utcnow,
 )
 from kb.retrieval import MODES, Filters, Weights, fuse, graph_ranking
-from kb.auth import TokenOps
-from kb.loop import LoopOps
 from kb.skill_ops import SkillOps
 from kb.stores.graph import Graph
 from kb.stores.records import Records
@@ -293,36 +293,45 @@ class KnowledgeBase(SkillOps, TraceOps, LoopOps, TokenOps):
             updated_at=now,
         )
 
-    def add_experience(self, experience: ExperienceCreate | Mapping[str, Any]) -> AddResult:
-        """Record one experience; returns its id and what was done."""
+    def add_experience(
+        self, experience: ExperienceCreate | Mapping[str, Any], *, policy: str = "admit"
+    ) -> AddResult:
+        """Record one experience; returns its id and what was done (``added`` or ``merged``).
+
+        Args:
+            policy: ``admit`` (default: every add is a new record), ``dedupe`` (merge exact-meaning
+                duplicates) or ``novelty`` (merge anything close enough); see
+                :meth:`admit_experiences`.
+        """
         data = _coerce(ExperienceCreate, experience, "experience")
         exp = self._new_experience(data)
         self._ready()
-        self._store([exp])
-        return AddResult(id=exp.id)
+        return self._admit([exp], policy)[0]
 
     def add_experiences(
         self,
         experiences: Iterable[ExperienceCreate | Mapping[str, Any]],
         *,
+        policy: str = "admit",
         progress: Progress | None = None,
     ) -> list[str]:
         """Record many experiences in batches; all are validated before anything is written.
 
-        Returns the new ids in input order. At most ``MAX_BATCH`` records per call.
+        Returns, in input order, the id of the record each input ended up in (its new id, or
+        under ``dedupe``/``novelty`` the id it was merged into; :meth:`admit_experiences` also says
+        which). At most ``MAX_BATCH`` records per call.
         """
+        return [r.id for r in self.admit_experiences(experiences, policy=policy, progress=progress)]
+
+    def _validated(
+        self, experiences: Iterable[ExperienceCreate | Mapping[str, Any]]
+    ) -> list[Experience]:
         items = []
         for number, value in enumerate(experiences):
             if number >= MAX_BATCH:
                 raise Invalid(f"at most {MAX_BATCH} experiences per call; split the batch")
             items.append(self._new_experience(_coerce(ExperienceCreate, value, f"experience {number}")))
-        self._ready()
-        for start in range(0, len(items), WRITE_BATCH):
-            chunk = items[start : start + WRITE_BATCH]
-            self._store(chunk)
-            if progress:
-                progress(len(chunk))
-        return [i.id for i in items]
+        return items
 
     def get_experience(self, experience_id: str) -> Experience:
         """The experience with this id (in this namespace)."""
@@ -477,6 +486,8 @@ class KnowledgeBase(SkillOps, TraceOps, LoopOps, TokenOps):
         exclude_ids: Sequence[str] = (),
         exclude_source_ids: Sequence[str] = (),
         weights: Weights | None = None,
+        prf: int = 0,
+        outcome_aware: bool | None = False,
     ) -> list[SearchHit]:
         """Hybrid search over experiences and skills of this namespace.
 
@@ -490,6 +501,10 @@ class KnowledgeBase(SkillOps, TraceOps, LoopOps, TokenOps):
             include_drafts: also allow draft skills.
             signature: a tool sequence to match structurally (experiences).
             graph: expand the best hits along stored edges.
+            prf: with no ``signature``, derive one from this many first-pass hits (pseudo-relevance
+                feedback) and match it structurally; 0 turns it off.
+            outcome_aware: blend relevance with success rate and recency
+                (:func:`kb.retrieval.outcome_factor`); None: on once enough feedback exists.
         Returns:
             hits, best first, each with the rank and score of every signal that found it.
         """
@@ -513,8 +528,9 @@ class KnowledgeBase(SkillOps, TraceOps, LoopOps, TokenOps):
             exclude_ids=list(exclude_ids),
             exclude_source_ids=list(exclude_source_ids),
         )
-        return self._search(query, k, mode=mode, filters=filters, signature=signature,
-                            graph=graph, weights=weights or self.weights)
+        hits = self._search(query, k, mode=mode, filters=filters, signature=signature,
+                            graph=graph, weights=weights or self.weights, prf=prf)
+        return self._rerank_outcomes(hits, outcome_aware)
 
     def _rankings(
         self, query: str, n: int, *, mode: str, where: str, signature: list[str] | None
@@ -540,12 +556,18 @@ class KnowledgeBase(SkillOps, TraceOps, LoopOps, TokenOps):
         signature: list[str] | None,
         graph: bool,
         weights: Weights,
+        prf: int = 0,
     ) -> list[SearchHit]:
         self._ready()
         where = filters.where(self.namespace, quote)
         n = max(3 * k, 30)
         rankings = self._rankings(query, n, mode=mode, where=where, signature=signature)
         fused = fuse(rankings, weights)
+        if mode == "hybrid" and (signature or prf) and fused:
+            rankings["structure"] = self._structure_signal(
+                fused, rankings.get("structure", []), signature=signature, prf=prf, n=n, where=where
+            )
+            fused = fuse(rankings, weights)
         if graph and mode == "hybrid" and fused:
             neighbours = self.graph.neighbours([f.id for f in fused[:5]])
             if neighbours:
@@ -558,6 +580,8 @@ class KnowledgeBase(SkillOps, TraceOps, LoopOps, TokenOps):
             if item is None:
                 continue  # deleted, or not committed yet: never visible
             kind = "experience" if isinstance(item, Experience) else "skill"
+            if kind == "experience" and self._is_merged(item.id):
+                continue  # a near-duplicate folded into another record by admission control
             if "graph" in entry.signals and not filters.accepts(item.model_dump(mode="json"), kind):
                 continue
             hits.append(self._hit(item, entry.score, entry.signals))

@@ -9,7 +9,7 @@ import pytest
 from kb.embeddings import HashEmbedder
 from kb.importers import from_multiagent
 from kb.models import ExperienceCreate, Outcome, Step
-from kb.trace import METHODS, attribute, choose_method, preference_pair, to_mistake_json
+from kb.trace import METHODS, attribute, choose_method, default_model, preference_pair, to_mistake_json
 from kb.trace.features import FEATURES, extract
 
 
@@ -152,10 +152,14 @@ def test_wrong_answer_is_traced_to_where_it_first_appears() -> None:
     assert set(out) >= {"mistake_agent", "mistake_step", "reason", "confidence", "method"}
 
 
-def test_auto_prefers_learned_when_the_default_model_ships() -> None:
+def test_auto_uses_a_learned_model_only_when_given_one() -> None:
     exp = _exp(SCENARIOS["loop"][0])
-    assert choose_method(exp) == "learned"
-    assert attribute(exp).method == "learned"
+    assert choose_method(exp) == "heuristic"
+    assert attribute(exp).method == "heuristic"
+    model = default_model()
+    assert model is not None  # the shipped model is there for method="learned"
+    assert choose_method(exp, model=model) == "learned"
+    assert attribute(exp, method="learned").method == "learned"
     assert "auto" in METHODS and "counterfactual" in METHODS
 
 

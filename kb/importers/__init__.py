@@ -137,12 +137,17 @@ def _maybe_literal(value: Any) -> Any:
 
 
 def _text(content: Any) -> str | None:
-    content = _maybe_literal(content)
-    if content is None:
+    parsed = _maybe_literal(content)
+    if parsed is None:
         return None
-    if isinstance(content, list):  # content parts
-        return "\n".join(str(p.get("text", "")) if isinstance(p, Mapping) else str(p) for p in content)
-    return str(content)
+    parts = isinstance(parsed, list) and (
+        not isinstance(content, str)
+        or (bool(parsed) and all(isinstance(p, Mapping) and "text" in p for p in parsed))
+    )
+    if parts:  # content parts (a list, or a dump's stringified list)
+        return "\n".join(str(p.get("text", "")) if isinstance(p, Mapping) else str(p) for p in parsed)
+    # Text stays as written: a tool's JSON reply stays JSON, not the Python repr of its parse.
+    return content if isinstance(content, str) else str(parsed)
 
 
 def _args(raw: Any) -> dict[str, Any]:

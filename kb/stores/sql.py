@@ -7,12 +7,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, func
+from sqlalchemy import event, func, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, create_engine, delete, select
 
 from kb.migrations import migrate
 from kb.models import EmbeddingRow, MetaRow
+
+_GET_META = text("SELECT value FROM meta WHERE key = :key")
 
 
 def make_engine(url: str) -> Engine:
@@ -60,9 +62,9 @@ class SQLStore:
 
     # -- meta ---------------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
-        with Session(self.engine) as session:
-            row = session.get(MetaRow, key)
-            return row.value if row else None
+        # A Core query, not an ORM session: searches read the meta table several times each.
+        with self.engine.connect() as conn:
+            return conn.execute(_GET_META, {"key": key}).scalar()
 
     def set_meta(self, values: dict[str, str], session: Session | None = None) -> None:
         if session is None:

@@ -15,10 +15,10 @@ from typing import Any, TypeVar
 
 os.environ.setdefault("LANCE_LOG", "error")
 
-import lancedb  # noqa: E402
-import numpy as np  # noqa: E402
-import pyarrow as pa  # noqa: E402
-from lancedb.index import FTS  # noqa: E402
+import lancedb
+import numpy as np
+import pyarrow as pa
+from lancedb.index import FTS
 
 TABLE = "items"
 T = TypeVar("T")
@@ -241,3 +241,156 @@ class VectorIndex:
         if self.table is None:
             return set()
         return set(self.table.search().select(["model"]).limit(None).to_arrow()["model"].to_pylist())
+
+
+# -- step windows (refine) --------------------------------------------------------------------
+WINDOWS = "windows"
+
+
+def window_schema(dim: int) -> pa.Schema:
+    return pa.schema(
+        [
+            ("id", pa.string()),
+            ("exp_id", pa.string()),
+            ("namespace", pa.string()),
+            ("outcome", pa.string()),
+            ("domain", pa.string()),
+            ("source_id", pa.string()),
+            ("step", pa.int32()),
+            ("error", pa.bool_()),
+            ("text", pa.string()),
+            ("next", pa.string()),
+            ("model", pa.string()),
+            ("dim", pa.int32()),
+            ("vector", pa.list_(pa.float32(), dim)),
+        ]
+    )
+
+
+class WindowIndex:
+    """A second derived table: short windows of recent steps of each experience (``refine``).
+
+    One row per decision point (the state before an agent acted), not per raw step, so step-level
+    matching stays affordable at scale. Rebuilt from SQL like the main table.
+    """
+
+    def __init__(self, db: Any):
+        self.db = db
+        self._table: Any = None
+
+    @property
+    def table(self) -> Any:
+        if self._table is None and WINDOWS in list(
+            getattr(self.db.list_tables(), "tables", self.db.list_tables())
+        ):
+            self._table = self.db.open_table(WINDOWS)
+        return self._table
+
+    def upsert(self, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        dim = len(rows[0]["vector"])
+        if self.table is None:
+            try:
+                self._table = self.db.create_table(WINDOWS, schema=window_schema(dim))
+            except (OSError, ValueError, RuntimeError):
+                self._table = self.db.open_table(WINDOWS)
+        data = pa.Table.from_pylist(rows, schema=window_schema(dim))
+        table = self._table
+        retry(
+            lambda: table.merge_insert("id")
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .execute(data)
+        )
+        if "wtext_idx" not in {index.name for index in table.list_indices()}:
+            retry(lambda: table.create_index("text", config=FTS(), replace=True, name="wtext_idx"))
+
+    def delete_experiences(self, exp_ids: Sequence[str]) -> None:
+        if self.table is None or not exp_ids:
+            return
+        for start in range(0, len(exp_ids), 500):
+            chunk = exp_ids[start : start + 500]
+            retry(lambda chunk=chunk: self.table.delete(in_list("exp_id", chunk)))
+
+    def drop(self) -> None:
+        if self.table is not None:
+            self.db.drop_table(WINDOWS)
+        self._table = None
+
+    def optimize(self) -> None:
+        if self.table is None:
+            return
+        retry(lambda: self.table.optimize(cleanup_older_than=timedelta(minutes=10)))
+        rows = self.table.count_rows()
+        if rows >= 50_000 and "wvector_idx" not in {i.name for i in self.table.list_indices()}:
+            retry(
+                lambda: self.table.create_index(
+                    metric="cosine",
+                    vector_column_name="vector",
+                    index_type="IVF_HNSW_SQ",
+                    num_partitions=max(16, int(rows**0.5)),
+                    name="wvector_idx",
+                )
+            )
+
+    def search(
+        self, vector: np.ndarray, *, k: int, where: str
+    ) -> list[dict[str, Any]]:
+        if self.table is None:
+            return []
+        rows = (
+            self.table.search(vector.astype(np.float32), vector_column_name="vector")
+            .metric("cosine")
+            .where(where, prefilter=True)
+            .select(["id", "exp_id", "outcome", "step", "error", "text", "next", "_distance"])
+            .limit(k)
+            .to_list()
+        )
+        for row in rows:
+            row["score"] = 1.0 - float(row.pop("_distance"))
+        return list(rows)
+
+    def text_search(self, query: str, *, k: int, where: str) -> list[dict[str, Any]]:
+        if self.table is None or not query.strip():
+            return []
+        try:
+            rows = (
+                self.table.search(query, query_type="fts", fts_columns="text")
+                .where(where, prefilter=True)
+                .select(["id", "exp_id", "outcome", "step", "error", "text", "next", "_score"])
+                .limit(k)
+                .to_list()
+            )
+        except (ValueError, RuntimeError, OSError) as exc:
+            if "index" in str(exc).lower():
+                return []
+            raise
+        for row in rows:
+            row["score"] = float(row.pop("_score"))
+        return list(rows)
+
+    def exp_ids(self) -> set[str]:
+        if self.table is None:
+            return set()
+        data = self.table.search().select(["exp_id"]).limit(None).to_arrow()
+        return set(data["exp_id"].to_pylist())
+
+    def models(self) -> set[str]:
+        if self.table is None:
+            return set()
+        data = self.table.search().select(["model"]).limit(None).to_arrow()
+        return set(data["model"].to_pylist())
+
+
+def columns(index: VectorIndex, ids: Sequence[str], names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Chosen columns of the main table's rows with these ids (e.g. ``sig`` for structure)."""
+    if index.table is None or not ids:
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    wanted = ["id", *[n for n in names if n != "id"]]
+    for start in range(0, len(ids), 1000):
+        chunk = list(ids[start : start + 1000])
+        data = index.table.search().where(in_list("id", chunk)).select(wanted).limit(len(chunk)).to_list()
+        out.update({row["id"]: row for row in data})
+    return out

@@ -67,12 +67,17 @@ def choose_method(
     llm: LLMConfig | None = None,
     replay: Replay | None = None,
 ) -> str:
-    """The back end ``auto`` would use for this experience and these collaborators."""
+    """The back end ``auto`` would use for this experience and these collaborators.
+
+    A learned model is used only when the caller passes one (a store's own trained model): the
+    shipped default saw 27 single-agent logs, and ``auto`` prefers the heuristic's general signals
+    over it on logs of unknown shape. ``method="learned"`` still falls back to the default.
+    """
     if replay is not None and is_replayable(experience):
         return "counterfactual"
     if llm is not None:
         return "llm"
-    if model is not None or default_model() is not None:
+    if model is not None:
         return "learned"
     return "heuristic"
 
@@ -93,7 +98,7 @@ def attribute(
         experience: the failed run (its ``steps`` are indexed by the result's ``step``).
         method: one of :data:`METHODS`.
         references: the nearest successful experiences (for divergence and counterfactual swaps).
-        model: a trained :class:`LearnedModel` (default: the shipped one).
+        model: a trained :class:`LearnedModel` (``learned`` falls back to the shipped one).
         llm: the chat endpoint for the ``llm`` back ends.
         embed: texts -> vectors, for drift from the task (lexical overlap when None).
         replay: hooks to re-run skill steps, for ``counterfactual``.

@@ -17,9 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from skills import Candidate, coverage
-
 from kb import KnowledgeBase
+from skills import Candidate, coverage
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"

@@ -21,9 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from skills import slugify
-
 from kb import KnowledgeBase
+from skills import slugify
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "metatool"

@@ -19,7 +19,12 @@ from kb.errors import Invalid, NotFound
 from kb.models import TokenRow, new_id
 
 if TYPE_CHECKING:
+    from kb.service import KnowledgeBase
     from kb.stores.sql import SQLStore
+
+    _Base = KnowledgeBase
+else:
+    _Base = object
 
 TOKEN_PREFIX = "kbt_"
 MAX_TOKEN_NAME = 100
@@ -60,7 +65,7 @@ def _info(row: TokenRow) -> TokenInfo:
     )
 
 
-class TokenOps:
+class TokenOps(_Base):
     """Mixed into :class:`kb.service.KnowledgeBase`."""
 
     sql: SQLStore

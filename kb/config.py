@@ -25,11 +25,12 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="auto | cpu | cuda | mps")
     batch_size: int = Field(64, ge=1, le=4096)
     # Fusion weights of the hybrid search (reciprocal rank fusion).
+    # Tuned on the MetaTool dev half and the tau leave-one-task-out benchmark (benchmarks/).
     w_vector: float = 1.0
-    w_lexical: float = 1.0
+    w_lexical: float = 0.7
     w_structure: float = 0.5
     w_graph: float = 0.3
-    rrf_k: int = 60
+    rrf_k: int = 20
     # Tracer LLM back end (any OpenAI-compatible endpoint); off unless a base URL is set.
     llm_base_url: str | None = None
     llm_model: str | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Sequence
 
@@ -62,7 +63,7 @@ def skill_fts_text(skill: Skill) -> str:
 def signature_tokens(signature: Sequence[str]) -> str:
     """Tokens for structural matching: each tool, and each pair of consecutive tools."""
     tools = [_tool_token(t) for t in signature if t]
-    pairs = [f"{a}>{b}" for a, b in zip(tools, tools[1:], strict=False)]
+    pairs = [f"{a}>{b}" for a, b in itertools.pairwise(tools)]
     return " ".join(tools + pairs)
 
 

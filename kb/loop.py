@@ -64,7 +64,11 @@ from kb.retrieval import (
 from kb.stores.vectors import WindowIndex, columns, quote
 
 if TYPE_CHECKING:
-    from kb.service import AddResult, Progress
+    from kb.service import AddResult, KnowledgeBase, Progress
+
+    _Base = KnowledgeBase
+else:
+    _Base = object
 
 POLICIES: dict[str, tuple[float, float] | None] = {
     "admit": None,
@@ -110,14 +114,14 @@ def _age_days(item: Experience | Skill) -> float:
     return (utcnow() - stamp).total_seconds() / 86_400
 
 
-class LoopOps:
+class LoopOps(_Base):
     """Mixed into :class:`kb.service.KnowledgeBase`."""
 
     _window_index: WindowIndex | None = None
 
     # -- admission control ----------------------------------------------------------------------
     def admit_experiences(
-        self: Any,
+        self,
         experiences: Iterable[ExperienceCreate | Mapping[str, Any]],
         *,
         policy: str = "admit",
@@ -149,7 +153,7 @@ class LoopOps:
                 progress(len(chunk))
         return results
 
-    def _admit(self: Any, items: list[Experience], policy: str) -> list[AddResult]:
+    def _admit(self, items: list[Experience], policy: str) -> list[AddResult]:
         from kb.service import AddResult
 
         if policy not in POLICIES:
@@ -192,7 +196,7 @@ class LoopOps:
         return (not a and not b) or multiset_jaccard(a, b) >= min_sig
 
     def _near_duplicate(
-        self: Any, item: Experience, vector: np.ndarray, min_cos: float, min_sig: float
+        self, item: Experience, vector: np.ndarray, min_cos: float, min_sig: float
     ) -> str | None:
         where = (
             f"namespace = {quote(self.namespace)} AND kind = 'experience' AND latest = true "
@@ -204,13 +208,13 @@ class LoopOps:
             found = self.records.get_experiences([item_id]).get(item_id)
             if (
                 found is not None
-                and not self._is_merged(item_id)
+                and found.merged_into is None
                 and self._same_procedure(found.signature, item.signature, min_sig)
             ):
                 return item_id
         return None
 
-    def _merge(self: Any, dup: Experience, vector: np.ndarray, target: str) -> None:
+    def _merge(self, dup: Experience, vector: np.ndarray, target: str) -> None:
         canonical = self.get_experience(target)
         canonical = canonical.model_copy(
             update={
@@ -227,29 +231,25 @@ class LoopOps:
 
         canon_vector = self._embed([self.embed_text(canonical)])[0]
         self._store(
-            [dup, canonical],
+            [dup.model_copy(update={"merged_into": canonical.id}), canonical],
             vectors=np.stack([vector, canon_vector]),
             replace=True,
             before_commit=link,
         )
-        self.index.update([dup.id], {"latest": False})
-
-    def _is_merged(self: Any, item_id: str) -> bool:
-        return any(e.src == item_id for e in self.graph.edges(item_id, kinds={"merged_into"}))
 
     # -- step windows: a second derived table, kept in step with SQL ----------------------------
     @property
-    def windows(self: Any) -> WindowIndex:
+    def windows(self) -> WindowIndex:
         """The step-window table used by :meth:`refine`."""
         if self._window_index is None:
             self._window_index = WindowIndex(self.index.db)
         return self._window_index
 
-    def _window_meta(self: Any) -> tuple[str, str]:
+    def _window_meta(self) -> tuple[str, str]:
         return f"windows:{self.namespace}", f"windows_pending:{self.namespace}"
 
     def _store_windowed(
-        self: Any, items: list[Experience], *, vectors: np.ndarray | None = None
+        self, items: list[Experience], *, vectors: np.ndarray | None = None
     ) -> None:
         """The write path with step windows.
 
@@ -277,7 +277,7 @@ class LoopOps:
             self._write_windows([i for i in items if i.steps])
             self._windows_done(with_steps)
 
-    def _write_windows(self: Any, exps: Sequence[Experience]) -> int:
+    def _write_windows(self, exps: Sequence[Experience]) -> int:
         specs = [(exp, w) for exp in exps for w in step_windows(exp.task, exp.steps)]
         if not specs:
             return 0
@@ -306,14 +306,14 @@ class LoopOps:
             self.windows.upsert(rows)
         return len(rows)
 
-    def _windows_done(self: Any, ids: Sequence[str]) -> None:
+    def _windows_done(self, ids: Sequence[str]) -> None:
         _, pending_key = self._window_meta()
         with self._writing():
             done = set(ids)
             pending = json.loads(self.sql.get_meta(pending_key) or "[]")
             self.sql.set_meta({pending_key: json.dumps([i for i in pending if i not in done])})
 
-    def _sync_windows(self: Any) -> None:
+    def _sync_windows(self) -> None:
         """Repair the window table: pending writes after a crash, other writers, a new model."""
         state_key, pending_key = self._window_meta()
         state = json.loads(self.sql.get_meta(state_key) or "{}")
@@ -326,20 +326,20 @@ class LoopOps:
             chunk = pending[start : start + 256]
             found = self.records.get_experiences(chunk)
             self.windows.delete_experiences(list(found))
-            self._write_windows([e for e in found.values() if not self._is_merged(e.id)])
+            self._write_windows([e for e in found.values() if e.merged_into is None])
             self._windows_done(chunk)
         if int(state.get("count", 0)) != total:
             sql_ids = {i for i in self.records.ids() if kind_of(i) == "experience"}
             have = self.windows.exp_ids()
             orphans = have - sql_ids
-            missing = [i for i in sql_ids - have if not self._is_merged(i)]
+            missing = sorted(sql_ids - have)
             self.windows.delete_experiences(sorted(orphans))
             for start in range(0, len(missing), 256):
                 chunk = self.records.get_experiences(missing[start : start + 256])
-                self._write_windows([e for e in chunk.values() if e.steps])
+                self._write_windows([e for e in chunk.values() if e.steps and e.merged_into is None])
             self.sql.set_meta({state_key: json.dumps({"model": self.model_name, "count": total})})
 
-    def rebuild_windows(self: Any) -> int:
+    def rebuild_windows(self) -> int:
         """Rebuild this namespace's step windows from SQL; returns how many windows were written."""
         state_key, pending_key = self._window_meta()
         with self._writing():
@@ -348,7 +348,7 @@ class LoopOps:
         batch: list[Experience] = []
         for exp in self.records.iter_experiences():
             total += 1
-            if exp.steps and not self._is_merged(exp.id):
+            if exp.steps and exp.merged_into is None:
                 batch.append(exp)
             if len(batch) >= 256:
                 written += self._write_windows(batch)
@@ -362,13 +362,13 @@ class LoopOps:
         return written
 
     # -- outcome-aware ranking -------------------------------------------------------------------
-    def _outcome_on(self: Any, outcome_aware: bool | None) -> bool:
+    def _outcome_on(self, outcome_aware: bool | None) -> bool:
         if outcome_aware is not None:
             return outcome_aware
         return self.stats().events >= DEFAULT_OUTCOME_RANKING.min_events
 
     def _rerank_outcomes(
-        self: Any, hits: list[SearchHit], outcome_aware: bool | None
+        self, hits: list[SearchHit], outcome_aware: bool | None
     ) -> list[SearchHit]:
         """Apply :func:`kb.retrieval.outcome_factor` to hits when on (see ``outcome_aware``)."""
         if not hits or not self._outcome_on(outcome_aware):
@@ -387,7 +387,7 @@ class LoopOps:
 
     # -- structure: signature match with pseudo-relevance feedback ------------------------------
     def _structure_signal(
-        self: Any,
+        self,
         fused: list[Fused],
         bm25: list[tuple[str, float]],
         *,
@@ -426,7 +426,7 @@ class LoopOps:
 
     # -- retrieve (plan stage) ------------------------------------------------------------------
     def retrieve(
-        self: Any,
+        self,
         task: str,
         *,
         plan: Sequence[str] | None = None,
@@ -529,7 +529,7 @@ class LoopOps:
         return bundle
 
     def _linked(
-        self: Any,
+        self,
         strategies: list[MemoryItem],
         skills: list[MemoryItem],
         pitfalls: list[MemoryItem],
@@ -567,7 +567,7 @@ class LoopOps:
             record = records.get(other)
             if record is None or (isinstance(record, Skill) and record.status not in allowed):
                 continue
-            if isinstance(record, Experience) and self._is_merged(record.id):
+            if isinstance(record, Experience) and record.merged_into is not None:
                 continue
             hit = self._hit(record, seed.score * 0.5, {})
             linked = self._item(
@@ -577,7 +577,7 @@ class LoopOps:
             if len(target) < k + 3:
                 target.append(linked)
 
-    def _item(self: Any, hit: SearchHit, section: str, *, via: str | None = None) -> MemoryItem:
+    def _item(self, hit: SearchHit, section: str, *, via: str | None = None) -> MemoryItem:
         record = hit.record or {}
         if hit.kind == Kind.skill:
             text = skill_text(record)
@@ -600,7 +600,7 @@ class LoopOps:
 
     # -- refine (mid-run) -----------------------------------------------------------------------
     def refine(
-        self: Any,
+        self,
         task: str,
         trajectory: Sequence[Step | Mapping[str, Any]],
         *,
@@ -687,7 +687,7 @@ class LoopOps:
         for entry in fused:
             row = rows[entry.id]
             exp = exps.get(row["exp_id"])
-            if exp is None or self._is_merged(exp.id):
+            if exp is None or exp.merged_into is not None:
                 continue
             payload = json.loads(row["next"])
             signals = {name: s.model_dump() for name, s in entry.signals.items()}

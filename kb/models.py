@@ -219,6 +219,9 @@ class Experience(ExperienceCreate):
     signature: list[str] = Field(default_factory=list)
     count: int = Field(1, description="how many near-identical experiences were merged into this one")
     merged_ids: list[str] = Field(default_factory=list)
+    merged_into: str | None = Field(
+        None, description="set when admission control folded this record into another one"
+    )
     uses: int = 0
     successes: int = 0
     failures: int = 0

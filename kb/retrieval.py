@@ -37,10 +37,10 @@ SIGNALS = ("vector", "lexical", "structure", "graph")
 @dataclass
 class Weights:
     vector: float = 1.0
-    lexical: float = 1.0
+    lexical: float = 0.7
     structure: float = 0.5
     graph: float = 0.3
-    rrf_k: int = 60
+    rrf_k: int = 20
 
     def of(self, signal: str) -> float:
         return float(getattr(self, signal))

@@ -202,7 +202,7 @@ class KnowledgeBase(SkillOps, TraceOps, LoopOps, TokenOps):
                     "kind": Kind.experience.value,
                     "outcome": item.outcome.value,
                     "status": None,
-                    "latest": True,
+                    "latest": item.merged_into is None,
                     "text": docs.experience_fts_text(item),
                     "sig": docs.signature_tokens(item.signature),
                     "source_id": item.provenance.source_id,
@@ -573,18 +573,23 @@ class KnowledgeBase(SkillOps, TraceOps, LoopOps, TokenOps):
             if neighbours:
                 rankings["graph"] = graph_ranking(fused[:5], neighbours)
                 fused = fuse(rankings, weights)
-        records = self.records.get_any([f.id for f in fused[: 2 * k + 10]])
-        hits = []
-        for entry in fused:
-            item = records.get(entry.id)
-            if item is None:
-                continue  # deleted, or not committed yet: never visible
-            kind = "experience" if isinstance(item, Experience) else "skill"
-            if kind == "experience" and self._is_merged(item.id):
-                continue  # a near-duplicate folded into another record by admission control
-            if "graph" in entry.signals and not filters.accepts(item.model_dump(mode="json"), kind):
-                continue
-            hits.append(self._hit(item, entry.score, entry.signals))
+        hits: list[SearchHit] = []
+        page = k + 5  # hydrate from SQL page by page: records are whole documents
+        for start in range(0, len(fused), page):
+            chunk = fused[start : start + page]
+            records = self.records.get_any([f.id for f in chunk])
+            for entry in chunk:
+                item = records.get(entry.id)
+                if item is None:
+                    continue  # deleted, or not committed yet: never visible
+                if isinstance(item, Experience) and item.merged_into is not None:
+                    continue  # folded into another record by admission control (via the graph)
+                kind = "experience" if isinstance(item, Experience) else "skill"
+                if "graph" in entry.signals and not filters.accepts(item.model_dump(mode="json"), kind):
+                    continue
+                hits.append(self._hit(item, entry.score, entry.signals))
+            if len(hits) >= page:
+                break
         hits.sort(key=lambda h: -h.score * (1.1 if h.status == SkillStatus.validated else 1.0))
         return hits[:k]
 

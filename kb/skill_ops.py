@@ -32,6 +32,10 @@ from kb.models import (
 if TYPE_CHECKING:
     from kb.service import KnowledgeBase
 
+    _Base = KnowledgeBase
+else:
+    _Base = object
+
 Progress = Callable[[int], None]
 
 
@@ -88,18 +92,18 @@ def _plain(skill: Skill) -> dict[str, Any]:
     return skill.model_dump(mode="json")
 
 
-class SkillOps:
+class SkillOps(_Base):
     """Mixed into :class:`kb.service.KnowledgeBase`."""
 
     # -- versions -------------------------------------------------------------------------------
-    def propose_skill(self: KnowledgeBase, skill: SkillCreate | Mapping[str, Any]) -> Skill:
+    def propose_skill(self, skill: SkillCreate | Mapping[str, Any]) -> Skill:
         """Add a skill proposed by an agent: it always lands as a draft for curation."""
         data = dict(skill.model_dump() if isinstance(skill, BaseModel) else skill)
         data["status"] = SkillStatus.draft.value
         data.setdefault("provenance", {"source": "proposed"})
         return self.add_skill(data)
 
-    def update_skill(self: KnowledgeBase, name: str, changes: Mapping[str, Any]) -> Skill:
+    def update_skill(self, name: str, changes: Mapping[str, Any]) -> Skill:
         """Make a new version of a skill with ``changes``; the old version stays retrievable.
 
         The new version is a draft again and ``supersedes`` the previous one.
@@ -132,7 +136,7 @@ class SkillOps:
         self._store([new], before_commit=link)
         return new
 
-    def skill_history(self: KnowledgeBase, name: str) -> list[dict[str, Any]]:
+    def skill_history(self, name: str) -> list[dict[str, Any]]:
         """Every version of a skill, oldest first, with its validation runs."""
         versions = self.records.skill_versions(name)
         if not versions:
@@ -149,7 +153,7 @@ class SkillOps:
             })
         return history
 
-    def _set_status(self: KnowledgeBase, skill: Skill, status: SkillStatus) -> Skill:
+    def _set_status(self, skill: Skill, status: SkillStatus) -> Skill:
         changed = skill.model_copy(update={"status": status, "updated_at": utcnow()})
         self._ready()
         self._store([changed], replace=True)
@@ -157,7 +161,7 @@ class SkillOps:
 
     # -- lifecycle ------------------------------------------------------------------------------
     def validate_skill(
-        self: KnowledgeBase, name: str, *, version: int | None = None, limits: Any = None
+        self, name: str, *, version: int | None = None, limits: Any = None
     ) -> ValidationReport:
         """Run a skill's tests in the sandbox, store each run, and move its status:
         validated when all pass, broken when a validated skill fails."""
@@ -185,7 +189,7 @@ class SkillOps:
             outcomes=[o.to_dict() for o in outcomes],
         )
 
-    def approve_skill(self: KnowledgeBase, name: str) -> Skill:
+    def approve_skill(self, name: str) -> Skill:
         """A person approves a guided skill: draft -> approved."""
         skill = self.get_skill(name)
         try:
@@ -194,7 +198,7 @@ class SkillOps:
             raise Invalid(str(exc)) from exc
         return self._set_status(skill, SkillStatus(status))
 
-    def deprecate_skill(self: KnowledgeBase, name: str, *, reason: str = "deprecated by hand") -> Skill:
+    def deprecate_skill(self, name: str, *, reason: str = "deprecated by hand") -> Skill:
         """Retire a skill (never deleted): it drops out of default retrieval."""
         skill = self.get_skill(name)
         with self._writing(), self.sql.session() as session:
@@ -205,7 +209,7 @@ class SkillOps:
         return self._set_status(skill, SkillStatus.deprecated)
 
     def run_skill(
-        self: KnowledgeBase,
+        self,
         name: str,
         params: Mapping[str, Any] | None = None,
         *,
@@ -235,11 +239,11 @@ class SkillOps:
         return {"skill": skill.name, "version": skill.version, **result.to_dict()}
 
     # -- packages -------------------------------------------------------------------------------
-    def skill_md(self: KnowledgeBase, name: str, version: int | None = None) -> str:
+    def skill_md(self, name: str, version: int | None = None) -> str:
         """The skill as an Agent Skills ``SKILL.md`` document."""
         return skills.to_skill_md(_plain(self.get_skill(name, version)))
 
-    def export_skills(self: KnowledgeBase, dest: str | Path) -> dict[str, Any]:
+    def export_skills(self, dest: str | Path) -> dict[str, Any]:
         """Write the latest version of every skill as an Agent Skills package folder."""
         dest = Path(dest)
         dest.mkdir(parents=True, exist_ok=True)
@@ -247,7 +251,7 @@ class SkillOps:
         return {"path": str(dest), "format": "skills", "skills": len(written)}
 
     def import_skills(
-        self: KnowledgeBase, path: str | Path, *, progress: Progress | None = None
+        self, path: str | Path, *, progress: Progress | None = None
     ) -> SkillImportReport:
         """Import every SKILL.md package under a folder (or in a .zip). A package whose name
         exists becomes a new version when its content differs; packages without a program
@@ -282,7 +286,7 @@ class SkillOps:
 
     # -- mining and curation --------------------------------------------------------------------
     def mine_skills(
-        self: KnowledgeBase,
+        self,
         *,
         min_support: int = 3,
         min_length: int = 2,
@@ -324,13 +328,13 @@ class SkillOps:
                 sources=candidate.source_ids, detail=" -> ".join(candidate.pattern)))
         return actions
 
-    def _link(self: KnowledgeBase, src: str, targets: list[str], kind: str) -> None:
+    def _link(self, src: str, targets: list[str], kind: str) -> None:
         with self._writing(), self.sql.session() as session:
             self.records.put_edges(session, [Edge(src=src, dst=t, kind=kind) for t in targets])
             self._bump_graph(session)
 
     def merge_skills(
-        self: KnowledgeBase, *, threshold: float = 0.9, dry_run: bool = False
+        self, *, threshold: float = 0.9, dry_run: bool = False
     ) -> list[CurationAction]:
         """Merge near-duplicate skills: embedding similarity >= ``threshold`` and the same
         parameter signature. The one kept is the most proven (validated, then most successes);
@@ -362,7 +366,7 @@ class SkillOps:
         return actions
 
     def prune_skills(
-        self: KnowledgeBase,
+        self,
         *,
         min_uses: int = 5,
         max_failure_rate: float = 0.5,

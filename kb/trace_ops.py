@@ -24,6 +24,10 @@ if TYPE_CHECKING:
     from kb.trace.counterfactual import Replay
     from kb.trace.learned import LearnedModel
 
+    _Base = KnowledgeBase
+else:
+    _Base = object
+
 TRACER_FILE = "tracer_model.json"
 
 
@@ -33,10 +37,10 @@ class LabelImportReport(BaseModel):
     missing: list[str] = []
 
 
-class TraceOps:
+class TraceOps(_Base):
     """Mixed into :class:`kb.service.KnowledgeBase`."""
 
-    def _tracer_model(self: KnowledgeBase, method: str) -> LearnedModel | None:
+    def _tracer_model(self, method: str) -> LearnedModel | None:
         """The store's own trained tracer; the shipped default only when asked for by name.
 
         ``auto`` prefers the heuristic over the shipped model: that model saw 27 single-agent
@@ -50,7 +54,7 @@ class TraceOps:
             return LearnedModel.load(trained)
         return default_model() if method == "learned" else None
 
-    def _as_experience(self: KnowledgeBase, target: Any) -> tuple[ExperienceCreate, str | None]:
+    def _as_experience(self, target: Any) -> tuple[ExperienceCreate, str | None]:
         if isinstance(target, str):
             if kind_of(target) != "experience":
                 raise Invalid(f"{target!r} is not an experience id (exp_...)")
@@ -63,7 +67,7 @@ class TraceOps:
         except (ValueError, ValidationError, TypeError, KeyError) as exc:
             raise Invalid(f"trajectory: {describe(exc) if isinstance(exc, ValidationError) else exc}") from exc
 
-    def _successes_like(self: KnowledgeBase, exp: ExperienceCreate, k: int = 3) -> list[Experience]:
+    def _successes_like(self, exp: ExperienceCreate, k: int = 3) -> list[Experience]:
         """Successes of the same source task first, then the most similar successful tasks."""
         found: dict[str, Experience] = {}
         source = exp.provenance.source_id
@@ -80,7 +84,7 @@ class TraceOps:
                 found[hit.id] = self.get_experience(hit.id)
         return list(found.values())
 
-    def _replay(self: KnowledgeBase, exp: ExperienceCreate) -> Replay | None:
+    def _replay(self, exp: ExperienceCreate) -> Replay | None:
         from kb.trace.counterfactual import Replay, is_replayable
 
         if not is_replayable(exp):
@@ -104,7 +108,7 @@ class TraceOps:
         return Replay(run_step=run_step, judge=judge)
 
     def trace(
-        self: KnowledgeBase,
+        self,
         target: str | ExperienceCreate | Mapping[str, Any] | list[Any],
         *,
         method: str = "auto",
@@ -142,11 +146,11 @@ class TraceOps:
             self._link_repairs(current, references)
         return attribution
 
-    def _embed_ok(self: KnowledgeBase) -> bool:
+    def _embed_ok(self) -> bool:
         stored, _ = self.stored_model()
         return stored is None or stored == self.model_name
 
-    def _link_repairs(self: KnowledgeBase, failure: Experience, references: list[Experience]) -> None:
+    def _link_repairs(self, failure: Experience, references: list[Experience]) -> None:
         same_task = [r for r in references if r.outcome == Outcome.success and (
             (failure.provenance.source_id and r.provenance.source_id == failure.provenance.source_id)
             or r.task == failure.task)]
@@ -157,7 +161,7 @@ class TraceOps:
                 self._bump_graph(session)
 
     def trace_file(
-        self: KnowledgeBase, path: str | Path, *, method: str = "auto"
+        self, path: str | Path, *, method: str = "auto"
     ) -> Iterator[dict[str, Any]]:
         """Trace every trajectory in a file, or in every .json/.jsonl file of a folder.
 
@@ -188,7 +192,7 @@ class TraceOps:
                 yield {"file": str(file), "record": number, **to_mistake_json(exp, attribution)}
 
     def label(
-        self: KnowledgeBase,
+        self,
         experience_id: str,
         *,
         step: int,
@@ -204,7 +208,7 @@ class TraceOps:
         self.update_experience(experience_id, {"attribution": attribution})
         return attribution
 
-    def import_labels(self: KnowledgeBase, path: str | Path) -> LabelImportReport:
+    def import_labels(self, path: str | Path) -> LabelImportReport:
         """Import failure labels (the tau-retail ``failure_labels.json`` format): each label
         lands on the stored experience whose source id is the label's trajectory id."""
         from kb.trace.labels import read_labels
@@ -228,7 +232,7 @@ class TraceOps:
                 report.labelled.append(exp.id)
         return report
 
-    def train_tracer(self: KnowledgeBase) -> dict[str, Any]:
+    def train_tracer(self) -> dict[str, Any]:
         """Fit the learned tracer on the labelled failures of this namespace and keep it in the
         store (used by ``trace(method="learned")`` and ``auto`` from then on)."""
         from kb.trace.learned import labelled_examples, train
@@ -245,7 +249,7 @@ class TraceOps:
         hits = sum(int(model.scores(_features(exp)).argmax()) == step for exp, step in examples)
         return {"path": str(path), "examples": len(examples), "train_step_accuracy": round(hits / len(examples), 3)}
 
-    def export_pairs(self: KnowledgeBase, path: str | Path) -> dict[str, Any]:
+    def export_pairs(self, path: str | Path) -> dict[str, Any]:
         """Write (task, context, wrong step, corrected step) pairs of attributed failures as JSONL."""
         from kb.trace import preference_pair
 

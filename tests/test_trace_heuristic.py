@@ -9,7 +9,14 @@ import pytest
 from kb.embeddings import HashEmbedder
 from kb.importers import from_multiagent
 from kb.models import ExperienceCreate, Outcome, Step
-from kb.trace import METHODS, attribute, choose_method, default_model, preference_pair, to_mistake_json
+from kb.trace import (
+    METHODS,
+    attribute,
+    choose_method,
+    default_model,
+    preference_pair,
+    to_mistake_json,
+)
 from kb.trace.features import FEATURES, extract
 
 

@@ -134,18 +134,18 @@ class Records:
         out: dict[str, Experience] = {}
         with self._session() as session:
             for chunk in chunked(list(ids), 500):
-                rows = session.exec(select(ExperienceRow).where(
-                    col(ExperienceRow.id).in_(chunk), ExperienceRow.namespace == self.ns))
-                out.update({r.id: Experience.model_validate(r.data) for r in rows})
+                # By primary key only: with a namespace condition too, SQLite's planner picks the
+                # (low-selectivity) namespace index and scans the whole namespace.
+                rows = session.exec(select(ExperienceRow).where(col(ExperienceRow.id).in_(chunk)))
+                out.update({r.id: Experience.model_validate(r.data) for r in rows if r.namespace == self.ns})
         return out
 
     def get_skills(self, ids: Sequence[str]) -> dict[str, Skill]:
         out: dict[str, Skill] = {}
         with self._session() as session:
             for chunk in chunked(list(ids), 500):
-                rows = session.exec(select(SkillRow).where(
-                    col(SkillRow.id).in_(chunk), SkillRow.namespace == self.ns))
-                out.update({r.id: Skill.model_validate(r.data) for r in rows})
+                rows = session.exec(select(SkillRow).where(col(SkillRow.id).in_(chunk)))
+                out.update({r.id: Skill.model_validate(r.data) for r in rows if r.namespace == self.ns})
         return out
 
     def get_any(self, ids: Sequence[str]) -> dict[str, Experience | Skill]:

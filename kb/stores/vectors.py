@@ -18,9 +18,11 @@ os.environ.setdefault("LANCE_LOG", "error")
 import lancedb
 import numpy as np
 import pyarrow as pa
-from lancedb.index import FTS
+from lancedb.index import FTS, HnswSq
 
 TABLE = "items"
+ANN_MIN_ROWS = 5_000
+"""Below this many rows an exhaustive vector scan is fast enough; above it, an ANN index pays."""
 T = TypeVar("T")
 
 
@@ -162,14 +164,12 @@ class VectorIndex:
         retry(lambda: self.table.optimize(cleanup_older_than=timedelta(minutes=10)))
         rows = self.table.count_rows()
         names = {index.name for index in self.table.list_indices()}
-        if rows >= 20_000 and "vector_idx" not in names:
-            partitions = max(16, int(rows**0.5))
+        if rows >= ANN_MIN_ROWS and "vector_idx" not in names:
+            partitions = max(4, int(rows**0.5) // 4)
             retry(
                 lambda: self.table.create_index(
-                    metric="cosine",
-                    vector_column_name="vector",
-                    index_type="IVF_HNSW_SQ",
-                    num_partitions=partitions,
+                    "vector",
+                    config=HnswSq(distance_type="cosine", num_partitions=partitions),
                     name="vector_idx",
                 )
             )

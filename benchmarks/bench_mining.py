@@ -28,14 +28,25 @@ def run(dataset: str, *, min_support: int, min_length: int, max_length: int) -> 
     with tempfile.TemporaryDirectory() as tmp, KnowledgeBase.open(Path(tmp) / "store") as kb:
         kb.import_file(DATA / dataset / "trajectories.json")
         started = time.perf_counter()
-        actions = kb.mine_skills(min_support=min_support, min_length=min_length, max_length=max_length)
+        actions = kb.mine_skills(
+            min_support=min_support, min_length=min_length, max_length=max_length
+        )
         seconds = time.perf_counter() - started
         traces = []
         for exp in kb.records.iter_experiences(outcome="success"):
-            calls = [s.model_dump(mode="json") for s in exp.steps if s.tool and s.kind == "tool_call"]
+            calls = [
+                s.model_dump(mode="json") for s in exp.steps if s.tool and s.kind == "tool_call"
+            ]
             traces.append((exp.id, calls))
-        candidates = [Candidate(skill={}, support=a.support or 0, source_ids=a.sources,
-                                pattern=a.detail.split(" -> ")) for a in actions]
+        candidates = [
+            Candidate(
+                skill={},
+                support=a.support or 0,
+                source_ids=a.sources,
+                pattern=a.detail.split(" -> "),
+            )
+            for a in actions
+        ]
         stored = [kb.get_skill(a.name) for a in actions if a.id]
         derived = sum(len(kb.edges(s.id, kinds={"derived_from"})) for s in stored)
         return {
@@ -68,15 +79,24 @@ def main() -> None:
     if not DATA.exists():
         sys.exit(f"{DATA} not found: this benchmark needs ../shared/data")
     results: dict[str, object] = {
-        "settings": {"min_support": args.min_support, "min_length": args.min_length,
-                     "max_length": args.max_length},
+        "settings": {
+            "min_support": args.min_support,
+            "min_length": args.min_length,
+            "max_length": args.max_length,
+        },
     }
     for dataset in ("tau-airline", "tau-retail"):
-        result = run(dataset, min_support=args.min_support, min_length=args.min_length,
-                     max_length=args.max_length)
+        result = run(
+            dataset,
+            min_support=args.min_support,
+            min_length=args.min_length,
+            max_length=args.max_length,
+        )
         results[dataset] = result
-        print(f"{dataset}: {result['candidates']} candidates from {result['successful_trajectories']} "
-              f"successful trajectories, coverage {result['coverage']:.1%}")
+        print(
+            f"{dataset}: {result['candidates']} candidates from {result['successful_trajectories']} "
+            f"successful trajectories, coverage {result['coverage']:.1%}"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -47,8 +47,14 @@ def load_tools(kb: KnowledgeBase, tools: dict[str, str]) -> dict[str, str]:
         name = slugify(tool)
         assert name not in names.values(), f"slug collision on {tool}"
         names[tool] = name
-        kb.add_skill({"name": name, "description": description, "status": "approved",
-                      "provenance": {"source": "import", "source_id": tool}})
+        kb.add_skill(
+            {
+                "name": name,
+                "description": description,
+                "status": "approved",
+                "provenance": {"source": "import", "source_id": tool},
+            }
+        )
     return names
 
 
@@ -64,7 +70,9 @@ def evaluate(kb: KnowledgeBase, queries: list[tuple[str, set[str]]], mode: str) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sample", type=int, default=1000, help="queries evaluated per half")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "skills_metatool.json")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "benchmarks" / "results" / "skills_metatool.json"
+    )
     args = parser.parse_args()
     if not DATA.exists():
         sys.exit(f"{DATA} not found: this benchmark needs ../shared/data/metatool")
@@ -85,8 +93,13 @@ def main() -> None:
         "data": "MetaTool: 199 tool descriptions as guided skills; single-tool queries split 50/50 by "
         f"seed {SEED}, a seeded sample of {args.sample} per half evaluated; two-tool queries "
         "against the 47 tools of big_tool_des.json",
-        "sizes": {"single_tool_queries": len(rows), "dev": half, "test": len(rows) - half,
-                  "sample_per_half": min(args.sample, half), "two_tool_queries": len(multi)},
+        "sizes": {
+            "single_tool_queries": len(rows),
+            "dev": half,
+            "test": len(rows) - half,
+            "sample_per_half": min(args.sample, half),
+            "two_tool_queries": len(multi),
+        },
     }
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -95,7 +108,9 @@ def main() -> None:
             for split, indices in splits.items():
                 sample = indices[: args.sample]
                 queries = [(rows[i][0], {names[rows[i][1]]}) for i in sample]
-                kb.embedder.encode([q for q, _ in queries])  # batch-embed once; searches hit the cache
+                kb.embedder.encode(
+                    [q for q, _ in queries]
+                )  # batch-embed once; searches hit the cache
                 results[split] = {mode: evaluate(kb, queries, mode) for mode in MODES}
         with KnowledgeBase.open(Path(tmp) / "store", namespace="metatool-two-tool") as kb:
             names = load_tools(kb, big_tools)
@@ -107,9 +122,16 @@ def main() -> None:
         scores = results[split]
         assert isinstance(scores, dict)
         best_single = max(scores["vector"]["ndcg@10"], scores["lexical"]["ndcg@10"])
-        scores["hybrid_minus_best_single_ndcg@10"] = round(scores["hybrid"]["ndcg@10"] - best_single, 4)
-        print(f"{split:9s} " + "  ".join(
-            f"{mode}: nDCG@10 {scores[mode]['ndcg@10']:.3f} R@5 {scores[mode]['recall@5']:.3f}" for mode in MODES))
+        scores["hybrid_minus_best_single_ndcg@10"] = round(
+            scores["hybrid"]["ndcg@10"] - best_single, 4
+        )
+        print(
+            f"{split:9s} "
+            + "  ".join(
+                f"{mode}: nDCG@10 {scores[mode]['ndcg@10']:.3f} R@5 {scores[mode]['recall@5']:.3f}"
+                for mode in MODES
+            )
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")

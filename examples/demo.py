@@ -45,15 +45,19 @@ def show(kb: KnowledgeBase, query: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--store", type=Path, default=None, help="store directory (default: a temp dir)")
+    parser.add_argument(
+        "--store", type=Path, default=None, help="store directory (default: a temp dir)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         store = args.store or Path(tmp) / "store"
         with KnowledgeBase.open(store) as kb:
             report = kb.import_file(SAMPLE)
             stats = kb.stats()
-            print(f"imported {len(report.added)} trajectories into {store} "
-                  f"({stats.experiences_by_outcome})")
+            print(
+                f"imported {len(report.added)} trajectories into {store} "
+                f"({stats.experiences_by_outcome})"
+            )
             for query in QUERIES:
                 show(kb, query)
 

@@ -16,7 +16,13 @@ from pathlib import Path
 
 from kb import KnowledgeBase
 
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "tau-airline" / "trajectories.json"
+DATA = (
+    Path(__file__).resolve().parent.parent.parent
+    / "shared"
+    / "data"
+    / "tau-airline"
+    / "trajectories.json"
+)
 QUERIES = [
     "I need to change my flight to a later date and keep the same cabin",
     "Cancel my reservation and refund it to the original payment method",
@@ -26,8 +32,12 @@ QUERIES = [
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--store", type=Path, default=None, help="store directory (default: a temp dir)")
-    parser.add_argument("--limit", type=int, default=None, help="import only the first N trajectories")
+    parser.add_argument(
+        "--store", type=Path, default=None, help="store directory (default: a temp dir)"
+    )
+    parser.add_argument(
+        "--limit", type=int, default=None, help="import only the first N trajectories"
+    )
     args = parser.parse_args()
     if not DATA.exists():
         print(f"skipped: {DATA} is not here (the third-party data lives in ../shared/data)")
@@ -49,7 +59,9 @@ def main() -> None:
                             cause = kb.trace(hit.id)
                             line += f"\n          cause: {cause.reason[:120]} ({cause.method}, {cause.confidence:.2f})"
                         else:
-                            line += "\n          tools: " + " -> ".join(hit.record["signature"][:8] if hit.record else [])
+                            line += "\n          tools: " + " -> ".join(
+                                hit.record["signature"][:8] if hit.record else []
+                            )
                         print(line)
     sys.stdout.flush()
 

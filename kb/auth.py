@@ -22,10 +22,6 @@ if TYPE_CHECKING:
     from kb.service import KnowledgeBase
     from kb.stores.sql import SQLStore
 
-    _Base = KnowledgeBase
-else:
-    _Base = object
-
 TOKEN_PREFIX = "kbt_"
 MAX_TOKEN_NAME = 100
 
@@ -65,13 +61,13 @@ def _info(row: TokenRow) -> TokenInfo:
     )
 
 
-class TokenOps(_Base):
+class TokenOps:
     """Mixed into :class:`kb.service.KnowledgeBase`."""
 
     sql: SQLStore
     namespace: str
 
-    def create_token(self, name: str, namespace: str | None = None) -> NewToken:
+    def create_token(self: KnowledgeBase, name: str, namespace: str | None = None) -> NewToken:
         """Create a bearer token for the HTTP MCP server, bound to ``namespace`` (default: this
         handle's). The returned ``secret`` is shown once; only its hash is stored."""
         from kb.service import NAMESPACE_RE
@@ -90,13 +86,13 @@ class TokenOps(_Base):
             session.add(row)
         return NewToken(**_info(row).model_dump(), secret=secret)
 
-    def list_tokens(self, *, include_revoked: bool = True) -> list[TokenInfo]:
+    def list_tokens(self: KnowledgeBase, *, include_revoked: bool = True) -> list[TokenInfo]:
         """Every token of the store (all namespaces), oldest first, without secrets."""
         with self.sql.session() as session:
             rows = session.execute(select(TokenRow).order_by(TokenRow.created_at)).scalars().all()  # type: ignore[arg-type]
             return [_info(r) for r in rows if include_revoked or not r.revoked]
 
-    def revoke_token(self, token_id: str) -> TokenInfo:
+    def revoke_token(self: KnowledgeBase, token_id: str) -> TokenInfo:
         """Revoke a token by id; requests bearing it are refused from then on."""
         with self.sql.session() as session:
             row = session.get(TokenRow, token_id)
@@ -106,7 +102,7 @@ class TokenOps(_Base):
             session.add(row)
             return _info(row)
 
-    def resolve_token(self, secret: str) -> str | None:
+    def resolve_token(self: KnowledgeBase, secret: str) -> str | None:
         """The namespace a live token is bound to, or None for an unknown or revoked token."""
         if not secret or not secret.startswith(TOKEN_PREFIX):
             return None

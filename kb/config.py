@@ -19,7 +19,9 @@ class Settings(BaseSettings):
 
     store: Path | None = Field(None, description="store directory (default: the user data dir)")
     namespace: str = "default"
-    sql_url: str | None = Field(None, description="SQLAlchemy URL (default: kb.sqlite in the store)")
+    sql_url: str | None = Field(
+        None, description="SQLAlchemy URL (default: kb.sqlite in the store)"
+    )
     index_uri: str | None = Field(None, description="LanceDB URI (default: index/ in the store)")
     model: str = Field(DEFAULT_MODEL, description="sentence-transformers model name or path")
     device: str = Field("auto", description="auto | cpu | cuda | mps")

@@ -45,7 +45,8 @@ def experience_fts_text(exp: Experience) -> str:
 
 def skill_embed_text(skill: Skill) -> str:
     return _join(
-        [skill.name.replace("-", " "), skill.description, skill.scope, " ".join(skill.steps)], EMBED_CHARS
+        [skill.name.replace("-", " "), skill.description, skill.scope, " ".join(skill.steps)],
+        EMBED_CHARS,
     )
 
 
@@ -54,8 +55,16 @@ def skill_fts_text(skill: Skill) -> str:
     name = skill.name.replace("-", " ")
     # The name is repeated: a word of the name says more about a skill than a word of its prose.
     return _join(
-        [name, name, skill.description, skill.scope, " ".join(skill.steps), " ".join(skill.tags),
-         skill.domain, params],
+        [
+            name,
+            name,
+            skill.description,
+            skill.scope,
+            " ".join(skill.steps),
+            " ".join(skill.tags),
+            skill.domain,
+            params,
+        ],
         FTS_CHARS,
     )
 

@@ -66,10 +66,6 @@ from kb.stores.vectors import WindowIndex, columns, quote
 if TYPE_CHECKING:
     from kb.service import AddResult, KnowledgeBase, Progress
 
-    _Base = KnowledgeBase
-else:
-    _Base = object
-
 POLICIES: dict[str, tuple[float, float] | None] = {
     "admit": None,
     "dedupe": (0.95, 1.0),
@@ -114,14 +110,14 @@ def _age_days(item: Experience | Skill) -> float:
     return (utcnow() - stamp).total_seconds() / 86_400
 
 
-class LoopOps(_Base):
+class LoopOps:
     """Mixed into :class:`kb.service.KnowledgeBase`."""
 
     _window_index: WindowIndex | None = None
 
     # -- admission control ----------------------------------------------------------------------
     def admit_experiences(
-        self,
+        self: KnowledgeBase,
         experiences: Iterable[ExperienceCreate | Mapping[str, Any]],
         *,
         policy: str = "admit",
@@ -153,7 +149,7 @@ class LoopOps(_Base):
                 progress(len(chunk))
         return results
 
-    def _admit(self, items: list[Experience], policy: str) -> list[AddResult]:
+    def _admit(self: KnowledgeBase, items: list[Experience], policy: str) -> list[AddResult]:
         from kb.service import AddResult
 
         if policy not in POLICIES:
@@ -196,7 +192,7 @@ class LoopOps(_Base):
         return (not a and not b) or multiset_jaccard(a, b) >= min_sig
 
     def _near_duplicate(
-        self, item: Experience, vector: np.ndarray, min_cos: float, min_sig: float
+        self: KnowledgeBase, item: Experience, vector: np.ndarray, min_cos: float, min_sig: float
     ) -> str | None:
         where = (
             f"namespace = {quote(self.namespace)} AND kind = 'experience' AND latest = true "
@@ -214,7 +210,7 @@ class LoopOps(_Base):
                 return item_id
         return None
 
-    def _merge(self, dup: Experience, vector: np.ndarray, target: str) -> None:
+    def _merge(self: KnowledgeBase, dup: Experience, vector: np.ndarray, target: str) -> None:
         canonical = self.get_experience(target)
         canonical = canonical.model_copy(
             update={
@@ -239,17 +235,17 @@ class LoopOps(_Base):
 
     # -- step windows: a second derived table, kept in step with SQL ----------------------------
     @property
-    def windows(self) -> WindowIndex:
+    def windows(self: KnowledgeBase) -> WindowIndex:
         """The step-window table used by :meth:`refine`."""
         if self._window_index is None:
             self._window_index = WindowIndex(self.index.db)
         return self._window_index
 
-    def _window_meta(self) -> tuple[str, str]:
+    def _window_meta(self: KnowledgeBase) -> tuple[str, str]:
         return f"windows:{self.namespace}", f"windows_pending:{self.namespace}"
 
     def _store_windowed(
-        self, items: list[Experience], *, vectors: np.ndarray | None = None
+        self: KnowledgeBase, items: list[Experience], *, vectors: np.ndarray | None = None
     ) -> None:
         """The write path with step windows.
 
@@ -277,7 +273,7 @@ class LoopOps(_Base):
             self._write_windows([i for i in items if i.steps])
             self._windows_done(with_steps)
 
-    def _write_windows(self, exps: Sequence[Experience]) -> int:
+    def _write_windows(self: KnowledgeBase, exps: Sequence[Experience]) -> int:
         specs = [(exp, w) for exp in exps for w in step_windows(exp.task, exp.steps)]
         if not specs:
             return 0
@@ -306,14 +302,14 @@ class LoopOps(_Base):
             self.windows.upsert(rows)
         return len(rows)
 
-    def _windows_done(self, ids: Sequence[str]) -> None:
+    def _windows_done(self: KnowledgeBase, ids: Sequence[str]) -> None:
         _, pending_key = self._window_meta()
         with self._writing():
             done = set(ids)
             pending = json.loads(self.sql.get_meta(pending_key) or "[]")
             self.sql.set_meta({pending_key: json.dumps([i for i in pending if i not in done])})
 
-    def _sync_windows(self) -> None:
+    def _sync_windows(self: KnowledgeBase) -> None:
         """Repair the window table: pending writes after a crash, other writers, a new model."""
         state_key, pending_key = self._window_meta()
         state = json.loads(self.sql.get_meta(state_key) or "{}")
@@ -336,10 +332,12 @@ class LoopOps(_Base):
             self.windows.delete_experiences(sorted(orphans))
             for start in range(0, len(missing), 256):
                 chunk = self.records.get_experiences(missing[start : start + 256])
-                self._write_windows([e for e in chunk.values() if e.steps and e.merged_into is None])
+                self._write_windows(
+                    [e for e in chunk.values() if e.steps and e.merged_into is None]
+                )
             self.sql.set_meta({state_key: json.dumps({"model": self.model_name, "count": total})})
 
-    def rebuild_windows(self) -> int:
+    def rebuild_windows(self: KnowledgeBase) -> int:
         """Rebuild this namespace's step windows from SQL; returns how many windows were written."""
         state_key, pending_key = self._window_meta()
         with self._writing():
@@ -362,13 +360,13 @@ class LoopOps(_Base):
         return written
 
     # -- outcome-aware ranking -------------------------------------------------------------------
-    def _outcome_on(self, outcome_aware: bool | None) -> bool:
+    def _outcome_on(self: KnowledgeBase, outcome_aware: bool | None) -> bool:
         if outcome_aware is not None:
             return outcome_aware
         return self.stats().events >= DEFAULT_OUTCOME_RANKING.min_events
 
     def _rerank_outcomes(
-        self, hits: list[SearchHit], outcome_aware: bool | None
+        self: KnowledgeBase, hits: list[SearchHit], outcome_aware: bool | None
     ) -> list[SearchHit]:
         """Apply :func:`kb.retrieval.outcome_factor` to hits when on (see ``outcome_aware``)."""
         if not hits or not self._outcome_on(outcome_aware):
@@ -387,7 +385,7 @@ class LoopOps(_Base):
 
     # -- structure: signature match with pseudo-relevance feedback ------------------------------
     def _structure_signal(
-        self,
+        self: KnowledgeBase,
         fused: list[Fused],
         bm25: list[tuple[str, float]],
         *,
@@ -426,7 +424,7 @@ class LoopOps(_Base):
 
     # -- retrieve (plan stage) ------------------------------------------------------------------
     def retrieve(
-        self,
+        self: KnowledgeBase,
         task: str,
         *,
         plan: Sequence[str] | None = None,
@@ -529,7 +527,7 @@ class LoopOps(_Base):
         return bundle
 
     def _linked(
-        self,
+        self: KnowledgeBase,
         strategies: list[MemoryItem],
         skills: list[MemoryItem],
         pitfalls: list[MemoryItem],
@@ -577,7 +575,9 @@ class LoopOps(_Base):
             if len(target) < k + 3:
                 target.append(linked)
 
-    def _item(self, hit: SearchHit, section: str, *, via: str | None = None) -> MemoryItem:
+    def _item(
+        self: KnowledgeBase, hit: SearchHit, section: str, *, via: str | None = None
+    ) -> MemoryItem:
         record = hit.record or {}
         if hit.kind == Kind.skill:
             text = skill_text(record)
@@ -600,7 +600,7 @@ class LoopOps(_Base):
 
     # -- refine (mid-run) -----------------------------------------------------------------------
     def refine(
-        self,
+        self: KnowledgeBase,
         task: str,
         trajectory: Sequence[Step | Mapping[str, Any]],
         *,

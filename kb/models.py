@@ -94,8 +94,12 @@ class Step(_Strict):
 
     index: int = Field(ge=0, description="position in the log, 0-based")
     agent: str | None = Field(None, max_length=200, description="who acted (agent name or role)")
-    role: str | None = Field(None, max_length=50, description="system | user | assistant | tool | ...")
-    kind: str = Field("message", max_length=50, description="message | tool_call | observation | error | ...")
+    role: str | None = Field(
+        None, max_length=50, description="system | user | assistant | tool | ..."
+    )
+    kind: str = Field(
+        "message", max_length=50, description="message | tool_call | observation | error | ..."
+    )
     content: str | None = None
     tool: str | None = Field(None, max_length=200)
     args: dict[str, Any] | None = None
@@ -185,7 +189,6 @@ class ExperienceCreate(_Strict):
         return self
 
 
-
 def signature_of(steps: list[Step]) -> list[str]:
     """The structural signature (APEX-EM): the sequence of tools the agents called, in order.
 
@@ -217,7 +220,9 @@ class Experience(ExperienceCreate):
     id: str
     namespace: str
     signature: list[str] = Field(default_factory=list)
-    count: int = Field(1, description="how many near-identical experiences were merged into this one")
+    count: int = Field(
+        1, description="how many near-identical experiences were merged into this one"
+    )
     merged_ids: list[str] = Field(default_factory=list)
     merged_into: str | None = Field(
         None, description="set when admission control folded this record into another one"
@@ -251,7 +256,9 @@ class SkillCreate(_Strict):
     )
     returns: dict[str, Any] = Field(default_factory=dict, description="JSON Schema of the result")
     steps: list[str] = Field(default_factory=list, max_length=MAX_ITEMS, description="guidance")
-    program: str | None = Field(None, max_length=MAX_PROGRAM, description="Python source with run(**params)")
+    program: str | None = Field(
+        None, max_length=MAX_PROGRAM, description="Python source with run(**params)"
+    )
     mode: SkillMode | None = None
     environment: dict[str, str] = Field(default_factory=dict)
     tests: list[SkillTest] = Field(default_factory=list, max_length=MAX_ITEMS)
@@ -298,7 +305,13 @@ class Skill(SkillCreate):
 
 # -- graph, events, search ------------------------------------------------------------------------
 EdgeKind = Literal[
-    "derived_from", "depends_on", "supersedes", "repaired_by", "merged_into", "similar_to", "uses_tool"
+    "derived_from",
+    "depends_on",
+    "supersedes",
+    "repaired_by",
+    "merged_into",
+    "similar_to",
+    "uses_tool",
 ]
 
 
@@ -376,7 +389,9 @@ class ExperienceRow(SQLModel, table=True):
 
 class SkillRow(SQLModel, table=True):
     __tablename__ = "skills"
-    __table_args__ = (Index("ix_skill_ns_name_version", "namespace", "name", "version", unique=True),)
+    __table_args__ = (
+        Index("ix_skill_ns_name_version", "namespace", "name", "version", unique=True),
+    )
 
     id: str = SQLField(primary_key=True)
     namespace: str = SQLField(index=True)

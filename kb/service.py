@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ from kb.trace_ops import TraceOps
 Progress = Callable[[int], None]
 NAMESPACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 WRITE_BATCH = 256
+_QUERY_POOL = ThreadPoolExecutor(max_workers=3, thread_name_prefix="kb-query")
 DEFAULT_SKILL_STATUSES = [SkillStatus.validated.value, SkillStatus.approved.value]
 
 
@@ -132,7 +134,9 @@ class KnowledgeBase(SkillOps, TraceOps, LoopOps, TokenOps):
         store = Path(path).expanduser() if path is not None else settings.store_path()
         if store.exists() and not store.is_dir():
             raise Invalid(f"store path {store} exists and is not a directory")
-        return cls(store, namespace=namespace or settings.namespace, settings=settings, embedder=embedder)
+        return cls(
+            store, namespace=namespace or settings.namespace, settings=settings, embedder=embedder
+        )
 
     def close(self) -> None:
         """Release the store (files stay as they are)."""
@@ -152,7 +156,9 @@ class KnowledgeBase(SkillOps, TraceOps, LoopOps, TokenOps):
         """The embedding model (loaded on first use), behind the content-hash cache."""
         if self._embedder is None:
             inner = self._embedder_arg or SentenceTransformerEmbedder(
-                self.settings.model, device=self.settings.device, batch_size=self.settings.batch_size
+                self.settings.model,
+                device=self.settings.device,
+                batch_size=self.settings.batch_size,
             )
             self._embedder = CachedEmbedder(inner, get=self.sql.cache_get)
         return self._embedder
@@ -165,7 +171,9 @@ class KnowledgeBase(SkillOps, TraceOps, LoopOps, TokenOps):
                 with self._file_lock:
                     yield
             except Timeout as exc:
-                raise Conflict(f"the store {self.path} is locked by another writer; try again") from exc
+                raise Conflict(
+                    f"the store {self.path} is locked by another writer; try again"
+                ) from exc
 
     def stored_model(self) -> tuple[str | None, int | None]:
         dim = self.sql.get_meta("dim")
@@ -193,10 +201,13 @@ class KnowledgeBase(SkillOps, TraceOps, LoopOps, TokenOps):
             self._graph_version = version
         return self._graph
 
-    def _index_rows(self, items: Sequence[Experience | Skill], vectors: np.ndarray) -> list[dict[str, Any]]:
+    def _index_rows(
+        self, items: Sequence[Experience | Skill], vectors: np.ndarray
+    ) -> list[dict[str, Any]]:
         rows = []
         dim = int(vectors.shape[1])
         for item, vector in zip(items, vectors, strict=True):
+            row: dict[str, Any]
             if isinstance(item, Experience):
                 row = {
                     "kind": Kind.experience.value,
@@ -256,7 +267,9 @@ class KnowledgeBase(SkillOps, TraceOps, LoopOps, TokenOps):
                 self.records.put(session, items)
                 self.sql.cache_put(self.embedder.drain() if self._embedder else {}, session)
                 if self.sql.get_meta("model") is None:
-                    self.sql.set_meta({"model": self.model_name, "dim": str(vectors.shape[1])}, session)
+                    self.sql.set_meta(
+                        {"model": self.model_name, "dim": str(vectors.shape[1])}, session
+                    )
                 if before_commit is not None:
                     before_commit(session)
             self.index.upsert(self._index_rows(items, vectors), new=not replace)
@@ -330,7 +343,9 @@ class KnowledgeBase(SkillOps, TraceOps, LoopOps, TokenOps):
         for number, value in enumerate(experiences):
             if number >= MAX_BATCH:
                 raise Invalid(f"at most {MAX_BATCH} experiences per call; split the batch")
-            items.append(self._new_experience(_coerce(ExperienceCreate, value, f"experience {number}")))
+            items.append(
+                self._new_experience(_coerce(ExperienceCreate, value, f"experience {number}"))
+            )
         return items
 
     def get_experience(self, experience_id: str) -> Experience:
@@ -432,7 +447,13 @@ class KnowledgeBase(SkillOps, TraceOps, LoopOps, TokenOps):
     ) -> list[SearchHit]:
         """Skills for a task: validated and approved by default (validated first)."""
         return self.search(
-            query, k, kind="skill", mode=mode, include_drafts=include_drafts, status=status, **filters
+            query,
+            k,
+            kind="skill",
+            mode=mode,
+            include_drafts=include_drafts,
+            status=status,
+            **filters,
         )
 
     # -- graph and feedback --------------------------------------------------------------------
@@ -528,23 +549,38 @@ class KnowledgeBase(SkillOps, TraceOps, LoopOps, TokenOps):
             exclude_ids=list(exclude_ids),
             exclude_source_ids=list(exclude_source_ids),
         )
-        hits = self._search(query, k, mode=mode, filters=filters, signature=signature,
-                            graph=graph, weights=weights or self.weights, prf=prf)
+        hits = self._search(
+            query,
+            k,
+            mode=mode,
+            filters=filters,
+            signature=signature,
+            graph=graph,
+            weights=weights or self.weights,
+            prf=prf,
+        )
         return self._rerank_outcomes(hits, outcome_aware)
 
     def _rankings(
         self, query: str, n: int, *, mode: str, where: str, signature: list[str] | None
     ) -> dict[str, list[tuple[str, float]]]:
-        rankings: dict[str, list[tuple[str, float]]] = {}
+        queries: dict[str, Callable[[], list[tuple[str, float]]]] = {}
         if mode in {"hybrid", "vector"}:
             vector = self._embed([query])[0]
-            rankings["vector"] = self.index.vector_search(vector, k=n, where=where)
+            queries["vector"] = lambda: self.index.vector_search(vector, k=n, where=where)
         if mode in {"hybrid", "lexical"}:
-            rankings["lexical"] = self.index.text_search(docs.fts_query(query), k=n, where=where)
+            text = docs.fts_query(query)
+            queries["lexical"] = lambda: self.index.text_search(text, k=n, where=where)
         if signature and mode == "hybrid":
             tokens = docs.signature_tokens(signature)
-            rankings["structure"] = self.index.text_search(tokens, k=n, where=where, column="sig")
-        return rankings
+            queries["structure"] = lambda: self.index.text_search(
+                tokens, k=n, where=where, column="sig"
+            )
+        if len(queries) == 1:
+            return {name: run() for name, run in queries.items()}
+        # LanceDB runs each query in Rust without the GIL: side by side they use both cores.
+        futures = {name: _QUERY_POOL.submit(run) for name, run in queries.items()}
+        return {name: future.result() for name, future in futures.items()}
 
     def _search(
         self,
@@ -585,7 +621,9 @@ class KnowledgeBase(SkillOps, TraceOps, LoopOps, TokenOps):
                 if isinstance(item, Experience) and item.merged_into is not None:
                     continue  # folded into another record by admission control (via the graph)
                 kind = "experience" if isinstance(item, Experience) else "skill"
-                if "graph" in entry.signals and not filters.accepts(item.model_dump(mode="json"), kind):
+                if "graph" in entry.signals and not filters.accepts(
+                    item.model_dump(mode="json"), kind
+                ):
                     continue
                 hits.append(self._hit(item, entry.score, entry.signals))
             if len(hits) >= page:
@@ -637,8 +675,9 @@ class KnowledgeBase(SkillOps, TraceOps, LoopOps, TokenOps):
         """
         from kb.transfer import import_file
 
-        return import_file(self, Path(path), format, skip_invalid=skip_invalid, domain=domain,
-                           progress=progress)
+        return import_file(
+            self, Path(path), format, skip_invalid=skip_invalid, domain=domain, progress=progress
+        )
 
     def export(self, path: str | Path, *, format: str = "jsonl") -> dict[str, Any]:
         """Write this namespace to ``path``: ``jsonl`` is lossless (records, edges, events,
@@ -651,8 +690,9 @@ class KnowledgeBase(SkillOps, TraceOps, LoopOps, TokenOps):
     def stats(self) -> Any:
         """Counts of this namespace and the state of its index."""
         model, dim = self.stored_model()
-        return self.records.stats(str(self.path), model=model, dim=dim,
-                                  schema_version=self.sql.schema_version)
+        return self.records.stats(
+            str(self.path), model=model, dim=dim, schema_version=self.sql.schema_version
+        )
 
     def reindex(self, *, progress: Progress | None = None) -> int:
         """Rebuild the whole index from SQL with the configured model; returns rows indexed."""

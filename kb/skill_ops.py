@@ -32,10 +32,6 @@ from kb.models import (
 if TYPE_CHECKING:
     from kb.service import KnowledgeBase
 
-    _Base = KnowledgeBase
-else:
-    _Base = object
-
 Progress = Callable[[int], None]
 
 
@@ -92,18 +88,18 @@ def _plain(skill: Skill) -> dict[str, Any]:
     return skill.model_dump(mode="json")
 
 
-class SkillOps(_Base):
+class SkillOps:
     """Mixed into :class:`kb.service.KnowledgeBase`."""
 
     # -- versions -------------------------------------------------------------------------------
-    def propose_skill(self, skill: SkillCreate | Mapping[str, Any]) -> Skill:
+    def propose_skill(self: KnowledgeBase, skill: SkillCreate | Mapping[str, Any]) -> Skill:
         """Add a skill proposed by an agent: it always lands as a draft for curation."""
         data = dict(skill.model_dump() if isinstance(skill, BaseModel) else skill)
         data["status"] = SkillStatus.draft.value
         data.setdefault("provenance", {"source": "proposed"})
         return self.add_skill(data)
 
-    def update_skill(self, name: str, changes: Mapping[str, Any]) -> Skill:
+    def update_skill(self: KnowledgeBase, name: str, changes: Mapping[str, Any]) -> Skill:
         """Make a new version of a skill with ``changes``; the old version stays retrievable.
 
         The new version is a draft again and ``supersedes`` the previous one.
@@ -136,7 +132,7 @@ class SkillOps(_Base):
         self._store([new], before_commit=link)
         return new
 
-    def skill_history(self, name: str) -> list[dict[str, Any]]:
+    def skill_history(self: KnowledgeBase, name: str) -> list[dict[str, Any]]:
         """Every version of a skill, oldest first, with its validation runs."""
         versions = self.records.skill_versions(name)
         if not versions:
@@ -144,16 +140,30 @@ class SkillOps(_Base):
         history = []
         for skill in versions:
             runs = self.records.validation_runs(skill.id)
-            history.append({
-                "id": skill.id, "version": skill.version, "status": skill.status.value,
-                "latest": skill.latest, "created_at": skill.created_at.isoformat(),
-                "uses": skill.uses, "successes": skill.successes, "failures": skill.failures,
-                "validations": [{"test": r.test_name, "passed": r.passed, "duration": r.duration,
-                                 "at": r.created_at.isoformat()} for r in runs],
-            })
+            history.append(
+                {
+                    "id": skill.id,
+                    "version": skill.version,
+                    "status": skill.status.value,
+                    "latest": skill.latest,
+                    "created_at": skill.created_at.isoformat(),
+                    "uses": skill.uses,
+                    "successes": skill.successes,
+                    "failures": skill.failures,
+                    "validations": [
+                        {
+                            "test": r.test_name,
+                            "passed": r.passed,
+                            "duration": r.duration,
+                            "at": r.created_at.isoformat(),
+                        }
+                        for r in runs
+                    ],
+                }
+            )
         return history
 
-    def _set_status(self, skill: Skill, status: SkillStatus) -> Skill:
+    def _set_status(self: KnowledgeBase, skill: Skill, status: SkillStatus) -> Skill:
         changed = skill.model_copy(update={"status": status, "updated_at": utcnow()})
         self._ready()
         self._store([changed], replace=True)
@@ -161,7 +171,7 @@ class SkillOps(_Base):
 
     # -- lifecycle ------------------------------------------------------------------------------
     def validate_skill(
-        self, name: str, *, version: int | None = None, limits: Any = None
+        self: KnowledgeBase, name: str, *, version: int | None = None, limits: Any = None
     ) -> ValidationReport:
         """Run a skill's tests in the sandbox, store each run, and move its status:
         validated when all pass, broken when a validated skill fails."""
@@ -174,42 +184,65 @@ class SkillOps(_Base):
             outcomes = skills.run_tests(_plain(skill), limits=limits)
         except skills.SkillError as exc:
             raise SandboxError(str(exc)) from exc
-        status = skills.next_status(skill.status.value, outcomes, mode=skill.mode.value if skill.mode else "executable")
+        status = skills.next_status(
+            skill.status.value, outcomes, mode=skill.mode.value if skill.mode else "executable"
+        )
         with self._writing(), self.sql.session() as session:
             for outcome in outcomes:
-                session.add(ValidationRunRow(
-                    namespace=self.namespace, skill_id=skill.id, test_name=outcome.name,
-                    passed=outcome.passed, duration=outcome.duration, data=outcome.to_dict()))
+                session.add(
+                    ValidationRunRow(
+                        namespace=self.namespace,
+                        skill_id=skill.id,
+                        test_name=outcome.name,
+                        passed=outcome.passed,
+                        duration=outcome.duration,
+                        data=outcome.to_dict(),
+                    )
+                )
         if status != skill.status.value:
             self._set_status(skill, SkillStatus(status))
         passed = sum(o.passed for o in outcomes)
         return ValidationReport(
-            name=skill.name, version=skill.version, previous_status=skill.status.value,
-            status=status, passed=passed, failed=len(outcomes) - passed,
+            name=skill.name,
+            version=skill.version,
+            previous_status=skill.status.value,
+            status=status,
+            passed=passed,
+            failed=len(outcomes) - passed,
             outcomes=[o.to_dict() for o in outcomes],
         )
 
-    def approve_skill(self, name: str) -> Skill:
+    def approve_skill(self: KnowledgeBase, name: str) -> Skill:
         """A person approves a guided skill: draft -> approved."""
         skill = self.get_skill(name)
         try:
-            status = skills.approve(skill.status.value, skill.mode.value if skill.mode else "guided")
+            status = skills.approve(
+                skill.status.value, skill.mode.value if skill.mode else "guided"
+            )
         except skills.SkillError as exc:
             raise Invalid(str(exc)) from exc
         return self._set_status(skill, SkillStatus(status))
 
-    def deprecate_skill(self, name: str, *, reason: str = "deprecated by hand") -> Skill:
+    def deprecate_skill(
+        self: KnowledgeBase, name: str, *, reason: str = "deprecated by hand"
+    ) -> Skill:
         """Retire a skill (never deleted): it drops out of default retrieval."""
         skill = self.get_skill(name)
         with self._writing(), self.sql.session() as session:
             from kb.models import EventRow
 
-            session.add(EventRow(namespace=self.namespace, item_id=skill.id, kind="deprecated",
-                                 detail={"reason": reason}))
+            session.add(
+                EventRow(
+                    namespace=self.namespace,
+                    item_id=skill.id,
+                    kind="deprecated",
+                    detail={"reason": reason},
+                )
+            )
         return self._set_status(skill, SkillStatus.deprecated)
 
     def run_skill(
-        self,
+        self: KnowledgeBase,
         name: str,
         params: Mapping[str, Any] | None = None,
         *,
@@ -226,24 +259,31 @@ class SkillOps(_Base):
             raise Invalid(f"skill {name!r} is guided: follow its steps, there is no program to run")
         try:
             result = skills.run_program(
-                skill.program, dict(params or {}), parameters=skill.parameters,
-                returns=skill.returns or None, limits=limits,
+                skill.program,
+                dict(params or {}),
+                parameters=skill.parameters,
+                returns=skill.returns or None,
+                limits=limits,
             )
         except skills.ParamError as exc:
             raise Invalid(str(exc)) from exc
         except skills.SkillError as exc:
             raise SandboxError(str(exc)) from exc
         with self._writing(), self.sql.session() as session:
-            self.records.record_use(session, skill.id, success=result.ok,
-                                    note=None if result.ok else (result.error or "")[:500])
+            self.records.record_use(
+                session,
+                skill.id,
+                success=result.ok,
+                note=None if result.ok else (result.error or "")[:500],
+            )
         return {"skill": skill.name, "version": skill.version, **result.to_dict()}
 
     # -- packages -------------------------------------------------------------------------------
-    def skill_md(self, name: str, version: int | None = None) -> str:
+    def skill_md(self: KnowledgeBase, name: str, version: int | None = None) -> str:
         """The skill as an Agent Skills ``SKILL.md`` document."""
         return skills.to_skill_md(_plain(self.get_skill(name, version)))
 
-    def export_skills(self, dest: str | Path) -> dict[str, Any]:
+    def export_skills(self: KnowledgeBase, dest: str | Path) -> dict[str, Any]:
         """Write the latest version of every skill as an Agent Skills package folder."""
         dest = Path(dest)
         dest.mkdir(parents=True, exist_ok=True)
@@ -251,7 +291,7 @@ class SkillOps(_Base):
         return {"path": str(dest), "format": "skills", "skills": len(written)}
 
     def import_skills(
-        self, path: str | Path, *, progress: Progress | None = None
+        self: KnowledgeBase, path: str | Path, *, progress: Progress | None = None
     ) -> SkillImportReport:
         """Import every SKILL.md package under a folder (or in a .zip). A package whose name
         exists becomes a new version when its content differs; packages without a program
@@ -260,8 +300,9 @@ class SkillOps(_Base):
         if not path.exists():
             raise Invalid(f"{path}: no such file or folder")
         found, rejected = skills.read_tree(path)
-        report = SkillImportReport(path=str(path),
-                                   skipped=[{"path": r.path, "error": r.reason} for r in rejected])
+        report = SkillImportReport(
+            path=str(path), skipped=[{"path": r.path, "error": r.reason} for r in rejected]
+        )
         for data in found:
             origin = (data.get("provenance") or {}).get("imported_from", str(path))
             try:
@@ -269,13 +310,32 @@ class SkillOps(_Base):
                 data["provenance"] = {**data["provenance"], "source": "import"}
                 if self.records.skill_versions(data["name"]):
                     current = _plain(self.get_skill(data["name"]))
-                    keys = ("description", "scope", "parameters", "returns", "steps", "program", "tests")
-                    if all(current.get(k) == SkillCreate.model_validate(data).model_dump(mode="json").get(k)
-                           for k in keys):
+                    keys = (
+                        "description",
+                        "scope",
+                        "parameters",
+                        "returns",
+                        "steps",
+                        "program",
+                        "tests",
+                    )
+                    if all(
+                        current.get(k)
+                        == SkillCreate.model_validate(data).model_dump(mode="json").get(k)
+                        for k in keys
+                    ):
                         report.skipped.append({"path": origin, "error": "unchanged"})
                         continue
-                    report.versions.append(self.update_skill(data["name"], {
-                        k: v for k, v in data.items() if k not in {"name", "version", "status"}}).id)
+                    report.versions.append(
+                        self.update_skill(
+                            data["name"],
+                            {
+                                k: v
+                                for k, v in data.items()
+                                if k not in {"name", "version", "status"}
+                            },
+                        ).id
+                    )
                 else:
                     report.added.append(self.add_skill(data).id)
             except (Invalid, Conflict) as exc:
@@ -286,7 +346,7 @@ class SkillOps(_Base):
 
     # -- mining and curation --------------------------------------------------------------------
     def mine_skills(
-        self,
+        self: KnowledgeBase,
         *,
         min_support: int = 3,
         min_length: int = 2,
@@ -297,8 +357,12 @@ class SkillOps(_Base):
         progress: Progress | None = None,
     ) -> list[CurationAction]:
         """Mine recurring tool-call sequences of successful experiences as draft skills, with
-        ``derived_from`` edges to the experiences they came from."""
-        traces, tasks = [], {}
+        ``derived_from`` edges to the experiences they came from.
+
+        Support counts distinct source tasks: several runs of one task (same
+        ``provenance.source_id``) are one piece of evidence, so their constants are not mistaken
+        for a general procedure."""
+        traces, tasks, source = [], {}, {}
         for exp in self.records.iter_experiences(outcome=Outcome.success.value):
             if domain and exp.domain != domain:
                 continue
@@ -306,35 +370,61 @@ class SkillOps(_Base):
             if calls:
                 traces.append((exp.id, calls))
                 tasks[exp.id] = exp.task
-        candidates = skills.mine(traces, tasks=tasks, min_support=min_support, min_length=min_length,
-                                 max_length=max_length, max_candidates=max_candidates, progress=progress)
+                source[exp.id] = exp.provenance.source_id or exp.id
+        candidates = skills.mine(
+            traces,
+            tasks=tasks,
+            min_support=min_support,
+            min_length=min_length,
+            max_length=max_length,
+            max_candidates=max_candidates,
+            progress=progress,
+        )
         actions = []
         for candidate in candidates:
+            if len({source[i] for i in candidate.source_ids}) < min_support:
+                continue  # repeated trials of one task are one piece of evidence, not several
             data = dict(candidate.skill)
             existing = self.records.skill_versions(data["name"])
             if existing:
-                actions.append(CurationAction(action="exists", name=data["name"], id=existing[-1].id,
-                                              support=candidate.support, sources=candidate.source_ids))
+                actions.append(
+                    CurationAction(
+                        action="exists",
+                        name=data["name"],
+                        id=existing[-1].id,
+                        support=candidate.support,
+                        sources=candidate.source_ids,
+                    )
+                )
                 continue
             data["provenance"] = Provenance(source="mined").model_dump()
             data["status"] = SkillStatus.draft.value
             skill_id = None
             if not dry_run:
-                stored = self.add_skill({k: v for k, v in data.items() if k in SkillCreate.model_fields})
+                stored = self.add_skill(
+                    {k: v for k, v in data.items() if k in SkillCreate.model_fields}
+                )
                 skill_id = stored.id
                 self._link(skill_id, candidate.source_ids, "derived_from")
-            actions.append(CurationAction(
-                action="mined", name=data["name"], id=skill_id, support=candidate.support,
-                sources=candidate.source_ids, detail=" -> ".join(candidate.pattern)))
+            actions.append(
+                CurationAction(
+                    action="mined",
+                    name=data["name"],
+                    id=skill_id,
+                    support=candidate.support,
+                    sources=candidate.source_ids,
+                    detail=" -> ".join(candidate.pattern),
+                )
+            )
         return actions
 
-    def _link(self, src: str, targets: list[str], kind: str) -> None:
+    def _link(self: KnowledgeBase, src: str, targets: list[str], kind: str) -> None:
         with self._writing(), self.sql.session() as session:
             self.records.put_edges(session, [Edge(src=src, dst=t, kind=kind) for t in targets])
             self._bump_graph(session)
 
     def merge_skills(
-        self, *, threshold: float = 0.9, dry_run: bool = False
+        self: KnowledgeBase, *, threshold: float = 0.9, dry_run: bool = False
     ) -> list[CurationAction]:
         """Merge near-duplicate skills: embedding similarity >= ``threshold`` and the same
         parameter signature. The one kept is the most proven (validated, then most successes);
@@ -344,29 +434,48 @@ class SkillOps(_Base):
             return []
         self._ready()
         vectors = self.index.vectors([s.id for s in current])
-        rank = {SkillStatus.validated: 0, SkillStatus.approved: 1, SkillStatus.draft: 2, SkillStatus.broken: 3}
+        rank = {
+            SkillStatus.validated: 0,
+            SkillStatus.approved: 1,
+            SkillStatus.draft: 2,
+            SkillStatus.broken: 3,
+        }
         ordered = sorted(current, key=lambda s: (rank.get(s.status, 4), -s.successes, s.created_at))
         kept: list[Skill] = []
         actions = []
         for skill in ordered:
             vec = vectors.get(skill.id)
-            target = next((k for k in kept if vec is not None and k.id in vectors
-                           and float(np.dot(vec, vectors[k.id])) >= threshold
-                           and skills.parameter_signature(k.parameters)
-                           == skills.parameter_signature(skill.parameters)), None)
+            target = next(
+                (
+                    k
+                    for k in kept
+                    if vec is not None
+                    and k.id in vectors
+                    and float(np.dot(vec, vectors[k.id])) >= threshold
+                    and skills.parameter_signature(k.parameters)
+                    == skills.parameter_signature(skill.parameters)
+                ),
+                None,
+            )
             if target is None:
                 kept.append(skill)
                 continue
             similarity = float(np.dot(vec, vectors[target.id])) if vec is not None else 0.0
-            actions.append(CurationAction(action="merged", name=skill.name, id=skill.id,
-                                          detail=f"into {target.name} (similarity {similarity:.3f})"))
+            actions.append(
+                CurationAction(
+                    action="merged",
+                    name=skill.name,
+                    id=skill.id,
+                    detail=f"into {target.name} (similarity {similarity:.3f})",
+                )
+            )
             if not dry_run:
                 self._link(skill.id, [target.id], "merged_into")
                 self.deprecate_skill(skill.name, reason=f"merged into {target.name}")
         return actions
 
     def prune_skills(
-        self,
+        self: KnowledgeBase,
         *,
         min_uses: int = 5,
         max_failure_rate: float = 0.5,
@@ -376,20 +485,36 @@ class SkillOps(_Base):
         """Deprecate (never delete) skills that fail too often or go unused too long."""
         last_use: dict[str, datetime] = {}
         for event in self.records.events():
-            stamp = event.created_at if event.created_at.tzinfo else event.created_at.replace(tzinfo=UTC)
+            stamp = (
+                event.created_at
+                if event.created_at.tzinfo
+                else event.created_at.replace(tzinfo=UTC)
+            )
             last_use[event.item_id] = max(stamp, last_use.get(event.item_id, stamp))
         now = utcnow()
         actions = []
         for skill in self.list_skills():
             if skill.status == SkillStatus.deprecated:
                 continue
-            seen = last_use.get(skill.id, skill.created_at if skill.created_at.tzinfo
-                                else skill.created_at.replace(tzinfo=UTC))
+            seen = last_use.get(
+                skill.id,
+                skill.created_at
+                if skill.created_at.tzinfo
+                else skill.created_at.replace(tzinfo=UTC),
+            )
             reason = skills.should_prune(
-                skill.uses, skill.successes, skill.failures, (now - seen).total_seconds() / 86400,
-                min_uses=min_uses, max_failure_rate=max_failure_rate, max_idle_days=max_idle_days)
+                skill.uses,
+                skill.successes,
+                skill.failures,
+                (now - seen).total_seconds() / 86400,
+                min_uses=min_uses,
+                max_failure_rate=max_failure_rate,
+                max_idle_days=max_idle_days,
+            )
             if reason:
-                actions.append(CurationAction(action="deprecated", name=skill.name, id=skill.id, detail=reason))
+                actions.append(
+                    CurationAction(action="deprecated", name=skill.name, id=skill.id, detail=reason)
+                )
                 if not dry_run:
                     self.deprecate_skill(skill.name, reason=reason)
         return actions

@@ -24,10 +24,6 @@ if TYPE_CHECKING:
     from kb.trace.counterfactual import Replay
     from kb.trace.learned import LearnedModel
 
-    _Base = KnowledgeBase
-else:
-    _Base = object
-
 TRACER_FILE = "tracer_model.json"
 
 
@@ -37,10 +33,10 @@ class LabelImportReport(BaseModel):
     missing: list[str] = []
 
 
-class TraceOps(_Base):
+class TraceOps:
     """Mixed into :class:`kb.service.KnowledgeBase`."""
 
-    def _tracer_model(self, method: str) -> LearnedModel | None:
+    def _tracer_model(self: KnowledgeBase, method: str) -> LearnedModel | None:
         """The store's own trained tracer; the shipped default only when asked for by name.
 
         ``auto`` prefers the heuristic over the shipped model: that model saw 27 single-agent
@@ -54,7 +50,7 @@ class TraceOps(_Base):
             return LearnedModel.load(trained)
         return default_model() if method == "learned" else None
 
-    def _as_experience(self, target: Any) -> tuple[ExperienceCreate, str | None]:
+    def _as_experience(self: KnowledgeBase, target: Any) -> tuple[ExperienceCreate, str | None]:
         if isinstance(target, str):
             if kind_of(target) != "experience":
                 raise Invalid(f"{target!r} is not an experience id (exp_...)")
@@ -65,9 +61,11 @@ class TraceOps(_Base):
             kind = detect(target)
             return to_experience(target, kind, source="trace"), None
         except (ValueError, ValidationError, TypeError, KeyError) as exc:
-            raise Invalid(f"trajectory: {describe(exc) if isinstance(exc, ValidationError) else exc}") from exc
+            raise Invalid(
+                f"trajectory: {describe(exc) if isinstance(exc, ValidationError) else exc}"
+            ) from exc
 
-    def _successes_like(self, exp: ExperienceCreate, k: int = 3) -> list[Experience]:
+    def _successes_like(self: KnowledgeBase, exp: ExperienceCreate, k: int = 3) -> list[Experience]:
         """Successes of the same source task first, then the most similar successful tasks."""
         found: dict[str, Experience] = {}
         source = exp.provenance.source_id
@@ -76,7 +74,9 @@ class TraceOps(_Base):
                 if other.outcome == Outcome.success:
                     found[other.id] = other
         try:
-            hits = self.search(exp.task[:2000], k=k, kind="experience", outcome="success", graph=False)
+            hits = self.search(
+                exp.task[:2000], k=k, kind="experience", outcome="success", graph=False
+            )
         except KBError:
             hits = []
         for hit in hits:
@@ -84,7 +84,7 @@ class TraceOps(_Base):
                 found[hit.id] = self.get_experience(hit.id)
         return list(found.values())
 
-    def _replay(self, exp: ExperienceCreate) -> Replay | None:
+    def _replay(self: KnowledgeBase, exp: ExperienceCreate) -> Replay | None:
         from kb.trace.counterfactual import Replay, is_replayable
 
         if not is_replayable(exp):
@@ -92,10 +92,14 @@ class TraceOps(_Base):
 
         def run_step(step: Step) -> Step:
             result = self.run_skill(str(step.tool), step.args or {})
-            return step.model_copy(update={
-                "result": json.dumps(result.get("value"), default=str) if result["ok"] else None,
-                "error": None if result["ok"] else (result.get("error") or "failed"),
-            })
+            return step.model_copy(
+                update={
+                    "result": json.dumps(result.get("value"), default=str)
+                    if result["ok"]
+                    else None,
+                    "error": None if result["ok"] else (result.get("error") or "failed"),
+                }
+            )
 
         def judge(steps: list[Step]) -> bool:
             if any(s.error for s in steps):
@@ -108,7 +112,7 @@ class TraceOps(_Base):
         return Replay(run_step=run_step, judge=judge)
 
     def trace(
-        self,
+        self: KnowledgeBase,
         target: str | ExperienceCreate | Mapping[str, Any] | list[Any],
         *,
         method: str = "auto",
@@ -135,9 +139,15 @@ class TraceOps(_Base):
         references = self._successes_like(exp) if self.stats().experiences else []
         references = [r for r in references if r.id != exp_id]
         attribution = attribute(
-            exp, method=method, references=references, model=self._tracer_model(method),
-            llm=LLMConfig.from_settings(self.settings), replay=self._replay(exp),
-            embed=self.embedder.encode if method in {"auto", "heuristic"} and self._embed_ok() else None,
+            exp,
+            method=method,
+            references=references,
+            model=self._tracer_model(method),
+            llm=LLMConfig.from_settings(self.settings),
+            replay=self._replay(exp),
+            embed=self.embedder.encode
+            if method in {"auto", "heuristic"} and self._embed_ok()
+            else None,
         )
         if store and exp_id is not None:
             current = self.get_experience(exp_id)
@@ -146,22 +156,34 @@ class TraceOps(_Base):
             self._link_repairs(current, references)
         return attribution
 
-    def _embed_ok(self) -> bool:
+    def _embed_ok(self: KnowledgeBase) -> bool:
         stored, _ = self.stored_model()
         return stored is None or stored == self.model_name
 
-    def _link_repairs(self, failure: Experience, references: list[Experience]) -> None:
-        same_task = [r for r in references if r.outcome == Outcome.success and (
-            (failure.provenance.source_id and r.provenance.source_id == failure.provenance.source_id)
-            or r.task == failure.task)]
+    def _link_repairs(
+        self: KnowledgeBase, failure: Experience, references: list[Experience]
+    ) -> None:
+        same_task = [
+            r
+            for r in references
+            if r.outcome == Outcome.success
+            and (
+                (
+                    failure.provenance.source_id
+                    and r.provenance.source_id == failure.provenance.source_id
+                )
+                or r.task == failure.task
+            )
+        ]
         if same_task:
             with self._writing(), self.sql.session() as session:
-                self.records.put_edges(session, [Edge(src=failure.id, dst=r.id, kind="repaired_by")
-                                                 for r in same_task])
+                self.records.put_edges(
+                    session, [Edge(src=failure.id, dst=r.id, kind="repaired_by") for r in same_task]
+                )
                 self._bump_graph(session)
 
     def trace_file(
-        self, path: str | Path, *, method: str = "auto"
+        self: KnowledgeBase, path: str | Path, *, method: str = "auto"
     ) -> Iterator[dict[str, Any]]:
         """Trace every trajectory in a file, or in every .json/.jsonl file of a folder.
 
@@ -175,7 +197,11 @@ class TraceOps(_Base):
         path = Path(path)
         if not path.exists():
             raise NotFound(f"{path}: no such file or folder")
-        files = sorted(p for p in path.rglob("*") if p.suffix in {".json", ".jsonl"}) if path.is_dir() else [path]
+        files = (
+            sorted(p for p in path.rglob("*") if p.suffix in {".json", ".jsonl"})
+            if path.is_dir()
+            else [path]
+        )
         for file in files:
             try:
                 records = read_records(file)
@@ -192,7 +218,7 @@ class TraceOps(_Base):
                 yield {"file": str(file), "record": number, **to_mistake_json(exp, attribution)}
 
     def label(
-        self,
+        self: KnowledgeBase,
         experience_id: str,
         *,
         step: int,
@@ -203,12 +229,17 @@ class TraceOps(_Base):
         exp = self.get_experience(experience_id)
         if not 0 <= step < len(exp.steps):
             raise Invalid(f"step must be between 0 and {len(exp.steps) - 1} for {experience_id}")
-        attribution = Attribution(agent=agent or exp.steps[step].agent, step=step, reason=reason or "",
-                                  confidence=1.0, method="label")
+        attribution = Attribution(
+            agent=agent or exp.steps[step].agent,
+            step=step,
+            reason=reason or "",
+            confidence=1.0,
+            method="label",
+        )
         self.update_experience(experience_id, {"attribution": attribution})
         return attribution
 
-    def import_labels(self, path: str | Path) -> LabelImportReport:
+    def import_labels(self: KnowledgeBase, path: str | Path) -> LabelImportReport:
         """Import failure labels (the tau-retail ``failure_labels.json`` format): each label
         lands on the stored experience whose source id is the label's trajectory id."""
         from kb.trace.labels import read_labels
@@ -222,8 +253,11 @@ class TraceOps(_Base):
             raise Invalid(f"{path}: not a failure label file ({exc})") from exc
         report = LabelImportReport(path=str(path))
         for item in labels:
-            targets = [e for e in self.records.by_source_id(item.trajectory_id)
-                       if e.outcome != Outcome.success]
+            targets = [
+                e
+                for e in self.records.by_source_id(item.trajectory_id)
+                if e.outcome != Outcome.success
+            ]
             if not targets:
                 report.missing.append(item.trajectory_id)
                 continue
@@ -232,24 +266,30 @@ class TraceOps(_Base):
                 report.labelled.append(exp.id)
         return report
 
-    def train_tracer(self) -> dict[str, Any]:
+    def train_tracer(self: KnowledgeBase) -> dict[str, Any]:
         """Fit the learned tracer on the labelled failures of this namespace and keep it in the
         store (used by ``trace(method="learned")`` and ``auto`` from then on)."""
         from kb.trace.learned import labelled_examples, train
 
         examples = labelled_examples(self.records.iter_experiences(outcome=Outcome.failure.value))
         if len(examples) < 3:
-            raise Invalid(f"{len(examples)} labelled failures; label at least 3 "
-                          "(`kb label ID --step N` or `kb import LABELS.json`)")
+            raise Invalid(
+                f"{len(examples)} labelled failures; label at least 3 "
+                "(`kb label ID --step N` or `kb import LABELS.json`)"
+            )
         model = train(examples, references=lambda e: self._successes_like(e))
         path = self.path / TRACER_FILE
         tmp = path.with_suffix(".tmp")
         model.save(tmp)
         os.replace(tmp, path)
         hits = sum(int(model.scores(_features(exp)).argmax()) == step for exp, step in examples)
-        return {"path": str(path), "examples": len(examples), "train_step_accuracy": round(hits / len(examples), 3)}
+        return {
+            "path": str(path),
+            "examples": len(examples),
+            "train_step_accuracy": round(hits / len(examples), 3),
+        }
 
-    def export_pairs(self, path: str | Path) -> dict[str, Any]:
+    def export_pairs(self: KnowledgeBase, path: str | Path) -> dict[str, Any]:
         """Write (task, context, wrong step, corrected step) pairs of attributed failures as JSONL."""
         from kb.trace import preference_pair
 
@@ -261,7 +301,11 @@ class TraceOps(_Base):
             for failure in self.records.iter_experiences(outcome=Outcome.failure.value):
                 if failure.attribution is None or failure.attribution.step is None:
                     continue
-                repairs = [e.dst for e in self.edges(failure.id, kinds={"repaired_by"}) if e.src == failure.id]
+                repairs = [
+                    e.dst
+                    for e in self.edges(failure.id, kinds={"repaired_by"})
+                    if e.src == failure.id
+                ]
                 success = self.get_experience(repairs[0]) if repairs else None
                 pair = preference_pair(failure, failure.attribution, success)
                 if pair is not None:

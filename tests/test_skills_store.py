@@ -20,8 +20,11 @@ from kb.service import KnowledgeBase
 ADD = {
     "name": "add-numbers",
     "description": "Add two integers and return their sum.",
-    "parameters": {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
-                   "required": ["a", "b"]},
+    "parameters": {
+        "type": "object",
+        "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+        "required": ["a", "b"],
+    },
     "returns": {"type": "integer"},
     "program": "def run(a, b):\n    return a + b\n",
     "tests": [{"name": "small", "params": {"a": 1, "b": 2}, "expect": 3}],
@@ -75,9 +78,13 @@ def test_run_skill_validates_params_and_records_use(fake_kb: KnowledgeBase) -> N
     with pytest.raises(Invalid) as caught:
         fake_kb.run_skill("add-numbers", {"a": "x"})
     assert "'b' is a required property" in str(caught.value) and "params.a" in str(caught.value)
-    fake_kb.update_skill("add-numbers", {"program": "def run(a, b):\n    raise ValueError('nope')\n"})
+    fake_kb.update_skill(
+        "add-numbers", {"program": "def run(a, b):\n    raise ValueError('nope')\n"}
+    )
     failed = fake_kb.run_skill("add-numbers", {"a": 1, "b": 1})
-    assert not failed["ok"] and failed["error_type"] == "ValueError" and "nope" in failed["traceback"]
+    assert (
+        not failed["ok"] and failed["error_type"] == "ValueError" and "nope" in failed["traceback"]
+    )
     skill = fake_kb.get_skill("add-numbers")
     assert (skill.uses, skill.failures) == (1, 1)
 
@@ -92,7 +99,9 @@ def test_duplicate_name_conflicts_and_unknown_names(fake_kb: KnowledgeBase) -> N
         fake_kb.get_skill("add-numbers", 7)
 
 
-def test_export_passes_reference_validator_and_reimports(fake_kb: KnowledgeBase, tmp_path: Path) -> None:
+def test_export_passes_reference_validator_and_reimports(
+    fake_kb: KnowledgeBase, tmp_path: Path
+) -> None:
     long = ("This skill refunds a damaged item after checking the order. " * 70).strip()
     assert len(long) > 4000
     fake_kb.add_skill(ADD)
@@ -110,10 +119,14 @@ def test_export_passes_reference_validator_and_reimports(fake_kb: KnowledgeBase,
         assert not again.added and {s["error"] for s in again.skipped} == {"unchanged"}
 
 
-def test_import_rejects_unsafe_archives_with_reasons(fake_kb: KnowledgeBase, tmp_path: Path) -> None:
+def test_import_rejects_unsafe_archives_with_reasons(
+    fake_kb: KnowledgeBase, tmp_path: Path
+) -> None:
     archive = tmp_path / "evil.zip"
     with zipfile.ZipFile(archive, "w") as zf:
-        zf.writestr("good-skill/SKILL.md", "---\nname: good-skill\ndescription: Fine.\n---\nDo it.\n")
+        zf.writestr(
+            "good-skill/SKILL.md", "---\nname: good-skill\ndescription: Fine.\n---\nDo it.\n"
+        )
         zf.writestr("../escape/SKILL.md", "---\nname: escape\ndescription: Bad.\n---\n")
     report = fake_kb.import_skills(archive)
     assert [fake_kb.get_skill(i).name for i in report.added] == ["good-skill"]
@@ -137,7 +150,9 @@ def test_retrieval_prefers_validated_and_hides_drafts(kb: KnowledgeBase) -> None
 def test_merge_and_prune_keep_the_trail(kb: KnowledgeBase) -> None:
     first = kb.add_skill(guided("refund-damaged-item", "Refund an item that arrived damaged."))
     kb.approve_skill("refund-damaged-item")
-    twin = kb.add_skill(guided("refund-broken-item", "Refund an item that arrived broken or damaged."))
+    twin = kb.add_skill(
+        guided("refund-broken-item", "Refund an item that arrived broken or damaged.")
+    )
     kb.add_skill(guided("track-parcel", "Tell the customer where their parcel is."))
     assert [a.name for a in kb.merge_skills(threshold=0.8, dry_run=True)] == ["refund-broken-item"]
     actions = kb.merge_skills(threshold=0.8)
@@ -154,10 +169,28 @@ def test_merge_and_prune_keep_the_trail(kb: KnowledgeBase) -> None:
 def test_mine_stores_drafts_with_derived_from_edges(fake_kb: KnowledgeBase) -> None:
     def run(i: int) -> dict[str, Any]:
         steps: list[dict[str, Any]] = [{"index": 0, "role": "user", "content": f"refund order {i}"}]
-        for tool, args, result in (("get_order", {"order_id": f"#{i}"}, f'{{"paid": {i}}}'),
-                                   ("refund", {"order_id": f"#{i}", "reason": "damaged"}, "ok")):
-            steps.append({"index": len(steps), "role": "assistant", "kind": "tool_call", "tool": tool, "args": args})
-            steps.append({"index": len(steps), "role": "tool", "kind": "observation", "tool": tool, "result": result})
+        for tool, args, result in (
+            ("get_order", {"order_id": f"#{i}"}, f'{{"paid": {i}}}'),
+            ("refund", {"order_id": f"#{i}", "reason": "damaged"}, "ok"),
+        ):
+            steps.append(
+                {
+                    "index": len(steps),
+                    "role": "assistant",
+                    "kind": "tool_call",
+                    "tool": tool,
+                    "args": args,
+                }
+            )
+            steps.append(
+                {
+                    "index": len(steps),
+                    "role": "tool",
+                    "kind": "observation",
+                    "tool": tool,
+                    "result": result,
+                }
+            )
         return {"task": f"refund damaged order {i}", "outcome": "success", "steps": steps}
 
     ids = fake_kb.add_experiences([run(i) for i in range(4)])
@@ -179,7 +212,9 @@ def test_skill_cli_round_trip(tmp_path: Path, embedder: Any) -> None:
     result = runner.invoke(app, [*store, "skill", "validate", "add-numbers", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["status"] == "validated"
-    result = runner.invoke(app, [*store, "skill", "run", "add-numbers", "-p", '{"a": 20, "b": 22}', "--json"])
+    result = runner.invoke(
+        app, [*store, "skill", "run", "add-numbers", "-p", '{"a": 20, "b": 22}', "--json"]
+    )
     assert json.loads(result.stdout)["value"] == 42
     listed = json.loads(runner.invoke(app, [*store, "skill", "list", "--json"]).stdout)
     assert [s["name"] for s in listed] == ["add-numbers"]
@@ -189,5 +224,35 @@ def test_skill_cli_round_trip(tmp_path: Path, embedder: Any) -> None:
     assert bad.exit_code == 1 and "error" in json.loads(bad.stdout)
     missing = runner.invoke(app, [*store, "skill", "show", "nope"])
     assert missing.exit_code == 1 and "Traceback" not in missing.output
-    history = json.loads(runner.invoke(app, [*store, "skill", "history", "add-numbers", "--json"]).stdout)
+    history = json.loads(
+        runner.invoke(app, [*store, "skill", "history", "add-numbers", "--json"]).stdout
+    )
     assert history[0]["status"] == "validated"
+
+
+def test_mining_counts_tasks_not_trials(fake_kb: KnowledgeBase) -> None:
+    """Four trials of one task are one piece of evidence: no skill at min_support=3."""
+
+    def trial(task_id: str) -> dict[str, Any]:
+        steps = [{"index": 0, "role": "user", "content": "move my booking"}]
+        for tool in ("get_booking", "move_booking"):
+            steps.append(
+                {
+                    "index": len(steps),
+                    "role": "assistant",
+                    "kind": "tool_call",
+                    "tool": tool,
+                    "args": {"booking": "IFOYYZ"},
+                }
+            )
+        return {
+            "task": "move booking IFOYYZ",
+            "outcome": "success",
+            "steps": steps,
+            "provenance": {"source": "import", "source_id": task_id},
+        }
+
+    fake_kb.add_experiences([trial("task-7") for _ in range(4)])
+    assert fake_kb.mine_skills(min_support=3) == []
+    fake_kb.add_experiences([trial(f"task-{i}") for i in (8, 9)])
+    assert [a.action for a in fake_kb.mine_skills(min_support=3)] == ["mined"]

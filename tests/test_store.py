@@ -710,6 +710,7 @@ def test_export_then_import_is_lossless_and_embeds_nothing(
         for item_id in ids:
             np.testing.assert_allclose(new[item_id], old[item_id], atol=1e-6)
         assert (fresh.stats().model, fresh.stats().dim) == (DEFAULT_MODEL, 384)
+        assert fresh.stats().events == kb.stats().events == 1  # the usage history comes along
         hits = fresh.search(
             "money back for damaged kitchen appliance", mode="vector", kind="experience"
         )

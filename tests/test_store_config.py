@@ -11,11 +11,15 @@ from kb.service import KnowledgeBase
 
 
 def test_sql_url_and_index_uri_are_honoured(tmp_path: Path) -> None:
-    settings = Settings(sql_url=f"sqlite:///{tmp_path / 'db' / 'shared.sqlite'}",
-                        index_uri=str(tmp_path / "objects" / "index"))
+    settings = Settings(
+        sql_url=f"sqlite:///{tmp_path / 'db' / 'shared.sqlite'}",
+        index_uri=str(tmp_path / "objects" / "index"),
+    )
     (tmp_path / "db").mkdir()
     with KnowledgeBase.open(tmp_path / "home", settings=settings, embedder=HashEmbedder()) as kb:
-        added = kb.add_experience({"task": "rotate the api key of the billing service", "outcome": "success"})
+        added = kb.add_experience(
+            {"task": "rotate the api key of the billing service", "outcome": "success"}
+        )
         assert [h.id for h in kb.search("rotate api key", mode="lexical")] == [added.id]
     assert (tmp_path / "db" / "shared.sqlite").exists()
     assert (tmp_path / "objects" / "index").is_dir()

@@ -18,24 +18,62 @@ from tests.conftest import requires_data
 WRONG_PRODUCT = [
     {"role": "system", "content": "You are a shop agent."},
     {"role": "user", "content": "Refund order #A1, the kettle leaks."},
-    {"role": "assistant", "content": None, "tool_calls": [
-        {"id": "c1", "type": "function", "function": {"name": "get_order", "arguments": '{"order_id": "#A1"}'}}]},
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "c1",
+                "type": "function",
+                "function": {"name": "get_order", "arguments": '{"order_id": "#A1"}'},
+            }
+        ],
+    },
     {"role": "tool", "tool_call_id": "c1", "name": "get_order", "content": '{"paid": 25.0}'},
-    {"role": "assistant", "content": None, "tool_calls": [
-        {"id": "c2", "type": "function", "function": {"name": "refund", "arguments": '{"order_id": "#A1", "amount": 40.0}'}}]},
-    {"role": "tool", "tool_call_id": "c2", "name": "refund", "content": "Error: amount 40.0 exceeds paid 25.0"},
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "c2",
+                "type": "function",
+                "function": {"name": "refund", "arguments": '{"order_id": "#A1", "amount": 40.0}'},
+            }
+        ],
+    },
+    {
+        "role": "tool",
+        "tool_call_id": "c2",
+        "name": "refund",
+        "content": "Error: amount 40.0 exceeds paid 25.0",
+    },
     {"role": "assistant", "content": "I could not refund the order."},
 ]
-RIGHT_PRODUCT = [*WRONG_PRODUCT[:4], {**WRONG_PRODUCT[4], "tool_calls": [
-    {"id": "c2", "type": "function", "function": {"name": "refund", "arguments": '{"order_id": "#A1", "amount": 25.0}'}}]},
+RIGHT_PRODUCT = [
+    *WRONG_PRODUCT[:4],
+    {
+        **WRONG_PRODUCT[4],
+        "tool_calls": [
+            {
+                "id": "c2",
+                "type": "function",
+                "function": {"name": "refund", "arguments": '{"order_id": "#A1", "amount": 25.0}'},
+            }
+        ],
+    },
     {"role": "tool", "tool_call_id": "c2", "name": "refund", "content": '{"status": "ok"}'},
-    {"role": "assistant", "content": "Refunded $25."}]
+    {"role": "assistant", "content": "Refunded $25."},
+]
 TEAM_LOG = {
     "question": "What is 17 * 23?",
     "ground_truth": "391",
     "history": [
         {"role": "user", "content": "What is 17 * 23?"},
-        {"role": "assistant", "name": "Planner", "content": "Ask the calculator agent to multiply 17 by 23."},
+        {
+            "role": "assistant",
+            "name": "Planner",
+            "content": "Ask the calculator agent to multiply 17 by 23.",
+        },
         {"role": "assistant", "name": "Calculator", "content": "17 * 23 = 381"},
         {"role": "assistant", "name": "Verifier", "content": "The result looks right."},
         {"role": "assistant", "name": "Planner", "content": "Final answer: 381"},
@@ -44,8 +82,12 @@ TEAM_LOG = {
 
 
 def store_pair(kb: KnowledgeBase) -> tuple[str, str]:
-    failure = kb.import_file(write(kb.path.parent / "f.json", {"task_id": "t1", "reward": 0.0, "traj": WRONG_PRODUCT}))
-    success = kb.import_file(write(kb.path.parent / "s.json", {"task_id": "t1", "reward": 1.0, "traj": RIGHT_PRODUCT}))
+    failure = kb.import_file(
+        write(kb.path.parent / "f.json", {"task_id": "t1", "reward": 0.0, "traj": WRONG_PRODUCT})
+    )
+    success = kb.import_file(
+        write(kb.path.parent / "s.json", {"task_id": "t1", "reward": 1.0, "traj": RIGHT_PRODUCT})
+    )
     return failure.added[0], success.added[0]
 
 
@@ -60,7 +102,9 @@ def test_trace_stores_attribution_links_repair_and_shows_on_hits(kb: KnowledgeBa
     assert attribution.step == 4 and attribution.agent == "assistant"  # the refund call with 40.0
     assert len(attribution.step_scores) == len(kb.get_experience(failure_id).steps)
     assert kb.get_experience(failure_id).attribution == attribution
-    assert [(e.src, e.dst) for e in kb.edges(failure_id, kinds={"repaired_by"})] == [(failure_id, success_id)]
+    assert [(e.src, e.dst) for e in kb.edges(failure_id, kinds={"repaired_by"})] == [
+        (failure_id, success_id)
+    ]
     (hit,) = kb.search("refund a leaking kettle", kind="experience", outcome="failure")
     assert hit.attribution is not None and hit.attribution.step == 4
 
@@ -80,13 +124,22 @@ def test_labels_are_kept_and_train_the_tracer(fake_kb: KnowledgeBase) -> None:
     for i in range(4):
         steps = [dict(m) for m in WRONG_PRODUCT]
         steps[1] = {"role": "user", "content": f"Refund order #A{i}, the kettle leaks."}
-        ids.append(fake_kb.import_file(write(fake_kb.path.parent / f"x{i}.json", {"task_id": f"x{i}", "reward": 0.0, "traj": steps})).added[0])
+        ids.append(
+            fake_kb.import_file(
+                write(
+                    fake_kb.path.parent / f"x{i}.json",
+                    {"task_id": f"x{i}", "reward": 0.0, "traj": steps},
+                )
+            ).added[0]
+        )
     with pytest.raises(Invalid, match="step must be between 0 and 6"):
         fake_kb.label(ids[0], step=99)
     for exp_id in ids:
         fake_kb.label(exp_id, step=4, reason="refunded more than was paid")
     fake_kb.trace(ids[0], method="heuristic")
-    assert fake_kb.get_experience(ids[0]).attribution.method == "label"  # a label is never overwritten
+    assert (
+        fake_kb.get_experience(ids[0]).attribution.method == "label"
+    )  # a label is never overwritten
     result = fake_kb.train_tracer()
     assert result["examples"] == 4 and Path(result["path"]).exists()
     assert fake_kb.trace(ids[1], store=False).method == "learned"  # auto now uses the store's model
@@ -113,17 +166,31 @@ def test_cli_traces_multi_agent_files_and_folders(tmp_path: Path, embedder: Any)
     logs = tmp_path / "logs"
     logs.mkdir()
     write(logs / "a.json", TEAM_LOG)
-    write(logs / "b.json", {**TEAM_LOG, "question": "What is 6 * 7?", "ground_truth": "42", "history": [
-        {"role": "user", "content": "What is 6 * 7?"},
-        {"role": "assistant", "name": "Solver", "content": "6 * 7 = 48"},
-        {"role": "assistant", "name": "Reviewer", "content": "Final answer: 48"}]})
+    write(
+        logs / "b.json",
+        {
+            **TEAM_LOG,
+            "question": "What is 6 * 7?",
+            "ground_truth": "42",
+            "history": [
+                {"role": "user", "content": "What is 6 * 7?"},
+                {"role": "assistant", "name": "Solver", "content": "6 * 7 = 48"},
+                {"role": "assistant", "name": "Reviewer", "content": "Final answer: 48"},
+            ],
+        },
+    )
     (logs / "broken.json").write_text("{not json")
     runner = CliRunner()
-    result = runner.invoke(app, ["--store", str(tmp_path / "s"), "trace", str(logs), "--json", "--method", "heuristic"])
+    result = runner.invoke(
+        app, ["--store", str(tmp_path / "s"), "trace", str(logs), "--json", "--method", "heuristic"]
+    )
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     by_file = {Path(line["file"]).name: line for line in lines}
-    assert by_file["a.json"]["mistake_agent"] == "Calculator" and by_file["a.json"]["mistake_step"] == 2
+    assert (
+        by_file["a.json"]["mistake_agent"] == "Calculator"
+        and by_file["a.json"]["mistake_step"] == 2
+    )
     assert by_file["b.json"]["mistake_agent"] == "Solver" and by_file["b.json"]["mistake_step"] == 1
     assert {"reason", "confidence"} <= set(by_file["a.json"])
     assert "error" in by_file["broken.json"]

@@ -64,7 +64,9 @@ def init(as_json: JsonOpt = False) -> None:
     if as_json:
         print_json(result)
     else:
-        console.print(f"store ready at [bold]{result['path']}[/bold] (namespace {result['namespace']})")
+        console.print(
+            f"store ready at [bold]{result['path']}[/bold] (namespace {result['namespace']})"
+        )
 
 
 @app.command()
@@ -91,8 +93,15 @@ def add(
         except json.JSONDecodeError as exc:
             raise Invalid(f"{file}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
     elif task:
-        data = {"task": task, "outcome": outcome, "strategy": strategy, "domain": domain,
-                "tags": tag or [], "lessons": lesson or [], "provenance": {"source": "cli"}}
+        data = {
+            "task": task,
+            "outcome": outcome,
+            "strategy": strategy,
+            "domain": domain,
+            "tags": tag or [],
+            "lessons": lesson or [],
+            "provenance": {"source": "cli"},
+        }
     else:
         raise Invalid("give a JSON file (or -) or --task")
     with store() as kb:
@@ -111,9 +120,12 @@ def import_(
         str, typer.Option("--format", "-f", help="auto | native | openai | multiagent | kb")
     ] = "auto",
     skip_invalid: Annotated[
-        bool, typer.Option("--skip-invalid", help="Import the valid records of a file with bad ones.")
+        bool,
+        typer.Option("--skip-invalid", help="Import the valid records of a file with bad ones."),
     ] = False,
-    domain: Annotated[str | None, typer.Option(help="Domain to set on imported experiences.")] = None,
+    domain: Annotated[
+        str | None, typer.Option(help="Domain to set on imported experiences.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Import experiences: native JSON/JSONL, OpenAI chat trajectories (tau-bench too),
@@ -125,18 +137,27 @@ def import_(
         for path in paths:
             total = len(read_records(path)) if path.is_file() else None
             with progress_bar(f"importing {path.name}", total, enabled=not as_json) as advance:
-                reports.append(kb.import_file(path, format, skip_invalid=skip_invalid,
-                                              domain=domain, progress=advance))
+                reports.append(
+                    kb.import_file(
+                        path, format, skip_invalid=skip_invalid, domain=domain, progress=advance
+                    )
+                )
     if as_json:
         print_json(reports if len(reports) > 1 else reports[0])
         return
     for report in reports:
         data = report if isinstance(report, dict) else report.model_dump()
-        added = len(data.get("added", [])) if isinstance(data.get("added"), list) else data.get("added")
-        console.print(f"{data['path']}: {added} added, {len(data.get('skipped', []))} skipped "
-                      f"({data.get('format')})")
+        added = (
+            len(data.get("added", [])) if isinstance(data.get("added"), list) else data.get("added")
+        )
+        console.print(
+            f"{data['path']}: {added} added, {len(data.get('skipped', []))} skipped "
+            f"({data.get('format')})"
+        )
         for skipped in data.get("skipped", [])[:20]:
-            console.print(f"  skipped record {skipped.get('record')}: {skipped.get('error')}", highlight=False)
+            console.print(
+                f"  skipped record {skipped.get('record')}: {skipped.get('error')}", highlight=False
+            )
 
 
 @app.command()
@@ -146,16 +167,28 @@ def search(
     k: Annotated[int, typer.Option("--k", "-k", help="How many hits.")] = 10,
     kind: Annotated[str | None, typer.Option(help="experience | skill")] = None,
     mode: Annotated[str, typer.Option(help="hybrid | vector | lexical")] = "hybrid",
-    outcome: Annotated[str | None, typer.Option(help="success | failure | partial | unknown")] = None,
+    outcome: Annotated[
+        str | None, typer.Option(help="success | failure | partial | unknown")
+    ] = None,
     domain: Annotated[str | None, typer.Option()] = None,
     tag: Annotated[list[str] | None, typer.Option(help="Any of these tags (repeatable).")] = None,
-    include_drafts: Annotated[bool, typer.Option("--include-drafts", help="Also draft skills.")] = False,
+    include_drafts: Annotated[
+        bool, typer.Option("--include-drafts", help="Also draft skills.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Hybrid search over experiences and skills; shows why each hit came back."""
     with store() as kb:
-        hits = kb.search(query, k, kind=kind, mode=mode, outcome=outcome, domain=domain, tags=tag,
-                         include_drafts=include_drafts)
+        hits = kb.search(
+            query,
+            k,
+            kind=kind,
+            mode=mode,
+            outcome=outcome,
+            domain=domain,
+            tags=tag,
+            include_drafts=include_drafts,
+        )
     if as_json:
         print_json(hits)
         return
@@ -167,9 +200,18 @@ def search(
         signals = " ".join(f"{name}:{s.rank}" for name, s in hit.signals.items())
         title = hit.title[:80]
         if hit.attribution and hit.attribution.step is not None:
-            title += f"\n[red]caused at step {hit.attribution.step}: {hit.attribution.reason[:80]}[/red]"
-        table.add_row(str(rank), hit.id, hit.kind.value, f"[{_outcome_style(label)}]{label}[/]",
-                      f"{hit.score:.4f}", title, signals)
+            title += (
+                f"\n[red]caused at step {hit.attribution.step}: {hit.attribution.reason[:80]}[/red]"
+            )
+        table.add_row(
+            str(rank),
+            hit.id,
+            hit.kind.value,
+            f"[{_outcome_style(label)}]{label}[/]",
+            f"{hit.score:.4f}",
+            title,
+            signals,
+        )
     console.print(table if hits else "no hits")
 
 
@@ -184,8 +226,11 @@ def show(
     from kb.models import kind_of
 
     with store() as kb:
-        record = (kb.get_experience(item) if kind_of(item) == "experience"
-                  else kb.get_skill(item, version))
+        record = (
+            kb.get_experience(item)
+            if kind_of(item) == "experience"
+            else kb.get_skill(item, version)
+        )
     if as_json:
         print_json(record)
         return
@@ -193,8 +238,10 @@ def show(
     steps = data.pop("steps", None) if kind_of(item) == "experience" else None
     for key, value in data.items():
         if value not in (None, [], {}, ""):
-            console.print(f"[bold]{key}[/bold]: {value if not isinstance(value, dict | list) else json.dumps(value)}",
-                          highlight=False)
+            console.print(
+                f"[bold]{key}[/bold]: {value if not isinstance(value, dict | list) else json.dumps(value)}",
+                highlight=False,
+            )
     if steps:
         table = Table(title="steps")
         for column in ("#", "agent", "kind", "tool", "content / result"):
@@ -203,8 +250,13 @@ def show(
             text = step.get("error") or step.get("content") or step.get("result") or ""
             if step.get("args"):
                 text = json.dumps(step["args"]) + ("\n" + text if text else "")
-            table.add_row(str(step["index"]), step.get("agent") or "", step.get("kind") or "",
-                          step.get("tool") or "", text[:300])
+            table.add_row(
+                str(step["index"]),
+                step.get("agent") or "",
+                step.get("kind") or "",
+                step.get("tool") or "",
+                text[:300],
+            )
         console.print(table)
 
 
@@ -220,7 +272,9 @@ def list_(
 ) -> None:
     """List experiences, newest first."""
     with store() as kb:
-        items = kb.list_experiences(outcome=outcome, domain=domain, tag=tag, limit=limit, offset=offset)
+        items = kb.list_experiences(
+            outcome=outcome, domain=domain, tag=tag, limit=limit, offset=offset
+        )
     if as_json:
         print_json(items)
         return
@@ -228,8 +282,13 @@ def list_(
     for column in ("id", "outcome", "domain", "steps", "task"):
         table.add_column(column, overflow="fold")
     for exp in items:
-        table.add_row(exp.id, f"[{_outcome_style(exp.outcome.value)}]{exp.outcome.value}[/]",
-                      exp.domain or "", str(len(exp.steps)), exp.task[:90])
+        table.add_row(
+            exp.id,
+            f"[{_outcome_style(exp.outcome.value)}]{exp.outcome.value}[/]",
+            exp.domain or "",
+            str(len(exp.steps)),
+            exp.task[:90],
+        )
     console.print(table if items else "no experiences")
 
 
@@ -290,8 +349,10 @@ def doctor(as_json: JsonOpt = False) -> None:
         for check in report.checks:
             mark = "[green]ok[/green]" if check.ok else "[red]FAIL[/red]"
             console.print(f"{mark} {check.name}: {check.detail}", highlight=False)
-        console.print("versions: " + ", ".join(f"{k} {v}" for k, v in report.versions.items()),
-                      highlight=False)
+        console.print(
+            "versions: " + ", ".join(f"{k} {v}" for k, v in report.versions.items()),
+            highlight=False,
+        )
     if not report.ok:
         raise typer.Exit(1)
 

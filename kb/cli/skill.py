@@ -12,11 +12,18 @@ from rich.table import Table
 
 from kb.cli.common import JsonOpt, console, handle_errors, print_json, progress_bar, store
 
-skill_app = typer.Typer(help="Curate skills: add, import/export SKILL.md, validate, run, mine, merge, prune.",
-                        no_args_is_help=True)
+skill_app = typer.Typer(
+    help="Curate skills: add, import/export SKILL.md, validate, run, mine, merge, prune.",
+    no_args_is_help=True,
+)
 
-STATUS_STYLE = {"validated": "green", "approved": "cyan", "draft": "yellow", "broken": "red",
-                "deprecated": "dim"}
+STATUS_STYLE = {
+    "validated": "green",
+    "approved": "cyan",
+    "draft": "yellow",
+    "broken": "red",
+    "deprecated": "dim",
+}
 
 
 def _load_json(path: Path) -> Any:
@@ -37,7 +44,9 @@ def _actions(actions: list[Any], as_json: bool, empty: str) -> None:
         console.print(empty)
     for action in actions:
         support = f" support={action.support}" if action.support is not None else ""
-        console.print(f"{action.action} {action.name}{support} {action.detail}".rstrip(), highlight=False)
+        console.print(
+            f"{action.action} {action.name}{support} {action.detail}".rstrip(), highlight=False
+        )
 
 
 @skill_app.command("list")
@@ -58,8 +67,15 @@ def list_(
         table.add_column(column, overflow="fold")
     for s in items:
         rate = f"{s.success_rate:.0%}" if s.success_rate is not None else ""
-        table.add_row(s.name, str(s.version), f"[{STATUS_STYLE.get(s.status.value, '')}]{s.status.value}[/]",
-                      s.mode.value if s.mode else "", str(s.uses), rate, s.description[:70])
+        table.add_row(
+            s.name,
+            str(s.version),
+            f"[{STATUS_STYLE.get(s.status.value, '')}]{s.status.value}[/]",
+            s.mode.value if s.mode else "",
+            str(s.uses),
+            rate,
+            s.description[:70],
+        )
     console.print(table if items else "no skills")
 
 
@@ -89,7 +105,9 @@ def show(
 @skill_app.command()
 @handle_errors
 def add(
-    file: Annotated[Path, typer.Argument(help="JSON file with the skill (SkillCreate fields), or -.")],
+    file: Annotated[
+        Path, typer.Argument(help="JSON file with the skill (SkillCreate fields), or -.")
+    ],
     as_json: JsonOpt = False,
 ) -> None:
     """Add a skill from JSON (it starts as a draft unless the file says otherwise)."""
@@ -130,8 +148,10 @@ def import_(
     if as_json:
         print_json(report)
         return
-    console.print(f"{len(report.added)} added, {len(report.versions)} new versions, "
-                  f"{len(report.skipped)} skipped")
+    console.print(
+        f"{len(report.added)} added, {len(report.versions)} new versions, "
+        f"{len(report.skipped)} skipped"
+    )
     for skipped in report.skipped:
         console.print(f"  skipped {skipped['path']}: {skipped['error']}", highlight=False)
 
@@ -166,15 +186,21 @@ def validate(
         for outcome in report.outcomes:
             mark = "[green]pass[/green]" if outcome["passed"] else "[red]FAIL[/red]"
             error = f" {outcome['error']}" if outcome.get("error") else ""
-            console.print(f"{mark} {outcome['name']} ({outcome['duration']:.2f}s){error}", highlight=False)
-        console.print(f"{report.name} v{report.version}: {report.previous_status} -> {report.status}")
+            console.print(
+                f"{mark} {outcome['name']} ({outcome['duration']:.2f}s){error}", highlight=False
+            )
+        console.print(
+            f"{report.name} v{report.version}: {report.previous_status} -> {report.status}"
+        )
     if report.failed:
         raise typer.Exit(1)
 
 
 @skill_app.command()
 @handle_errors
-def approve(name: Annotated[str, typer.Argument(help="Skill name.")], as_json: JsonOpt = False) -> None:
+def approve(
+    name: Annotated[str, typer.Argument(help="Skill name.")], as_json: JsonOpt = False
+) -> None:
     """Approve a guided skill after reading it: draft -> approved."""
     with store() as kb:
         skill = kb.approve_skill(name)
@@ -198,7 +224,9 @@ def deprecate(
 @handle_errors
 def run(
     name: Annotated[str, typer.Argument(help="Skill name.")],
-    params: Annotated[str, typer.Option("--params", "-p", help="Parameters as a JSON object.")] = "{}",
+    params: Annotated[
+        str, typer.Option("--params", "-p", help="Parameters as a JSON object.")
+    ] = "{}",
     timeout: Annotated[float, typer.Option(help="Wall-clock limit, seconds.")] = 10.0,
     as_json: JsonOpt = False,
 ) -> None:
@@ -219,8 +247,11 @@ def run(
     elif result["ok"]:
         console.print(json.dumps(result["value"], indent=2), highlight=False)
     else:
-        console.print(f"[red]failed[/red] ({result.get('killed_by') or result.get('error_type')}): "
-                      f"{result.get('error')}", highlight=False)
+        console.print(
+            f"[red]failed[/red] ({result.get('killed_by') or result.get('error_type')}): "
+            f"{result.get('error')}",
+            highlight=False,
+        )
         if result.get("traceback"):
             console.print(result["traceback"], highlight=False)
     if not result["ok"]:
@@ -230,27 +261,38 @@ def run(
 @skill_app.command()
 @handle_errors
 def mine(
-    min_support: Annotated[int, typer.Option(help="Least number of successful runs a sequence recurs in.")] = 3,
+    min_support: Annotated[
+        int, typer.Option(help="Least number of successful runs a sequence recurs in.")
+    ] = 3,
     min_length: Annotated[int, typer.Option(help="Least number of tool calls in a sequence.")] = 2,
     max_length: Annotated[int, typer.Option(help="Most tool calls in a sequence.")] = 6,
     domain: Annotated[str | None, typer.Option(help="Only experiences of this domain.")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show candidates, store nothing.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show candidates, store nothing.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Mine draft skills from recurring tool-call sequences of successful experiences."""
     with store() as kb:
         total = kb.stats().experiences_by_outcome.get("success", 0)
         with progress_bar("mining", total, enabled=not as_json) as advance:
-            actions = kb.mine_skills(min_support=min_support, min_length=min_length,
-                                     max_length=max_length, domain=domain, dry_run=dry_run,
-                                     progress=lambda n: advance(1))
+            actions = kb.mine_skills(
+                min_support=min_support,
+                min_length=min_length,
+                max_length=max_length,
+                domain=domain,
+                dry_run=dry_run,
+                progress=lambda n: advance(1),
+            )
     _actions(actions, as_json, "no recurring sequences found")
 
 
 @skill_app.command()
 @handle_errors
 def merge(
-    threshold: Annotated[float, typer.Option(help="Cosine similarity at or above which to merge.")] = 0.9,
+    threshold: Annotated[
+        float, typer.Option(help="Cosine similarity at or above which to merge.")
+    ] = 0.9,
     dry_run: Annotated[bool, typer.Option("--dry-run")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -264,21 +306,29 @@ def merge(
 @handle_errors
 def prune(
     min_uses: Annotated[int, typer.Option(help="Judge the failure rate after this many uses.")] = 5,
-    max_failure_rate: Annotated[float, typer.Option(help="Deprecate above this failure rate.")] = 0.5,
+    max_failure_rate: Annotated[
+        float, typer.Option(help="Deprecate above this failure rate.")
+    ] = 0.5,
     max_idle_days: Annotated[float, typer.Option(help="Deprecate when unused this long.")] = 90.0,
     dry_run: Annotated[bool, typer.Option("--dry-run")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Deprecate (never delete) skills that fail too often or are not used."""
     with store() as kb:
-        actions = kb.prune_skills(min_uses=min_uses, max_failure_rate=max_failure_rate,
-                                  max_idle_days=max_idle_days, dry_run=dry_run)
+        actions = kb.prune_skills(
+            min_uses=min_uses,
+            max_failure_rate=max_failure_rate,
+            max_idle_days=max_idle_days,
+            dry_run=dry_run,
+        )
     _actions(actions, as_json, "nothing to prune")
 
 
 @skill_app.command()
 @handle_errors
-def history(name: Annotated[str, typer.Argument(help="Skill name.")], as_json: JsonOpt = False) -> None:
+def history(
+    name: Annotated[str, typer.Argument(help="Skill name.")], as_json: JsonOpt = False
+) -> None:
     """Every version of a skill with its status and validation runs."""
     with store() as kb:
         versions = kb.skill_history(name)
@@ -288,9 +338,12 @@ def history(name: Annotated[str, typer.Argument(help="Skill name.")], as_json: J
     for v in versions:
         runs = v["validations"]
         passed = sum(r["passed"] for r in runs)
-        console.print(f"v{v['version']} {v['status']}{' (latest)' if v['latest'] else ''} "
-                      f"{v['id']} created {v['created_at'][:19]}; validations {passed}/{len(runs)} passed; "
-                      f"uses {v['uses']}", highlight=False)
+        console.print(
+            f"v{v['version']} {v['status']}{' (latest)' if v['latest'] else ''} "
+            f"{v['id']} created {v['created_at'][:19]}; validations {passed}/{len(runs)} passed; "
+            f"uses {v['uses']}",
+            highlight=False,
+        )
 
 
 def register(app: typer.Typer) -> None:

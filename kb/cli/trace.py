@@ -12,14 +12,18 @@ from kb.cli.common import JsonOpt, console, handle_errors, print_json, progress_
 
 MethodOpt = Annotated[
     str,
-    typer.Option(help="auto | heuristic | learned | llm | llm:all_at_once | llm:step_by_step | "
-                      "llm:binary_search | counterfactual"),
+    typer.Option(
+        help="auto | heuristic | learned | llm | llm:all_at_once | llm:step_by_step | "
+        "llm:binary_search | counterfactual"
+    ),
 ]
 
 
 @handle_errors
 def trace(
-    target: Annotated[str, typer.Argument(help="An experience id, a trajectory file, or a folder of them.")],
+    target: Annotated[
+        str, typer.Argument(help="An experience id, a trajectory file, or a folder of them.")
+    ],
     method: MethodOpt = "auto",
     as_json: JsonOpt = False,
 ) -> None:
@@ -37,9 +41,12 @@ def trace(
             if as_json:
                 print_json({"id": target, **attribution.model_dump(mode="json")})
             else:
-                console.print(f"[bold]{target}[/bold]: agent [bold]{attribution.agent}[/bold], "
-                              f"step [bold]{attribution.step}[/bold] (confidence {attribution.confidence:.2f}, "
-                              f"{attribution.method})\n  {attribution.reason}", highlight=False)
+                console.print(
+                    f"[bold]{target}[/bold]: agent [bold]{attribution.agent}[/bold], "
+                    f"step [bold]{attribution.step}[/bold] (confidence {attribution.confidence:.2f}, "
+                    f"{attribution.method})\n  {attribution.reason}",
+                    highlight=False,
+                )
             return
         path = Path(target)
         if not path.exists():
@@ -54,16 +61,22 @@ def trace(
                 if "error" in result:
                     errors += 1
                     if not as_json:
-                        console.print(f"[red]error[/red] {result['file']} #{result['record']}: "
-                                      f"{result['error']}", highlight=False)
+                        console.print(
+                            f"[red]error[/red] {result['file']} #{result['record']}: "
+                            f"{result['error']}",
+                            highlight=False,
+                        )
                     continue
                 traced += 1
                 agents[str(result["mistake_agent"])] += 1
                 if not as_json:
-                    console.print(f"{Path(result['file']).name} #{result['record']}: agent "
-                                  f"[bold]{result['mistake_agent']}[/bold] step "
-                                  f"[bold]{result['mistake_step']}[/bold] ({result['confidence']:.2f}) "
-                                  f"{str(result['reason'])[:120]}", highlight=False)
+                    console.print(
+                        f"{Path(result['file']).name} #{result['record']}: agent "
+                        f"[bold]{result['mistake_agent']}[/bold] step "
+                        f"[bold]{result['mistake_step']}[/bold] ({result['confidence']:.2f}) "
+                        f"{str(result['reason'])[:120]}",
+                        highlight=False,
+                    )
     if not as_json:
         top = ", ".join(f"{agent} {count}" for agent, count in agents.most_common(5))
         console.print(f"traced {traced}, errors {errors}; blamed agents: {top or 'none'}")
@@ -73,7 +86,9 @@ def trace(
 def label(
     experience_id: Annotated[str, typer.Argument(help="The failed experience.")],
     step: Annotated[int, typer.Option(help="The step that caused the failure (0-based).")],
-    agent: Annotated[str | None, typer.Option(help="The agent responsible (default: the step's).")] = None,
+    agent: Annotated[
+        str | None, typer.Option(help="The agent responsible (default: the step's).")
+    ] = None,
     reason: Annotated[str | None, typer.Option(help="Why.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -83,7 +98,9 @@ def label(
     if as_json:
         print_json(attribution)
     else:
-        console.print(f"labelled {experience_id}: step {attribution.step}, agent {attribution.agent}")
+        console.print(
+            f"labelled {experience_id}: step {attribution.step}, agent {attribution.agent}"
+        )
 
 
 @handle_errors
@@ -94,8 +111,10 @@ def train_tracer(as_json: JsonOpt = False) -> None:
     if as_json:
         print_json(result)
     else:
-        console.print(f"trained on {result['examples']} labelled failures "
-                      f"(train step accuracy {result['train_step_accuracy']:.0%}); saved to {result['path']}")
+        console.print(
+            f"trained on {result['examples']} labelled failures "
+            f"(train step accuracy {result['train_step_accuracy']:.0%}); saved to {result['path']}"
+        )
 
 
 def register(app: typer.Typer) -> None:

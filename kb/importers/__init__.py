@@ -49,7 +49,9 @@ def read_records(path: Path) -> list[Any]:
                 try:
                     records.append(json.loads(line))
                 except json.JSONDecodeError as exc:
-                    raise ImportFailed(f"{path}: line {number} is not valid JSON ({exc.msg})") from exc
+                    raise ImportFailed(
+                        f"{path}: line {number} is not valid JSON ({exc.msg})"
+                    ) from exc
         return records
     try:
         data = json.loads(text)
@@ -79,7 +81,9 @@ def detect(record: Any) -> str:
     return "unknown"
 
 
-def to_experience(record: Any, fmt: str, *, source: str, domain: str | None = None) -> ExperienceCreate:
+def to_experience(
+    record: Any, fmt: str, *, source: str, domain: str | None = None
+) -> ExperienceCreate:
     """Convert one record; raises ``ValueError``/``ValidationError`` naming the field on bad input."""
     if fmt == "native":
         if not isinstance(record, Mapping):
@@ -93,8 +97,10 @@ def to_experience(record: Any, fmt: str, *, source: str, domain: str | None = No
         return from_openai(record, source=source, domain=domain)
     if fmt == "multiagent":
         return from_multiagent(record, source=source, domain=domain)
-    raise ValueError("unknown record shape: expected an experience (task), a chat trajectory "
-                     "(messages/traj) or a multi-agent log (history)")
+    raise ValueError(
+        "unknown record shape: expected an experience (task), a chat trajectory "
+        "(messages/traj) or a multi-agent log (history)"
+    )
 
 
 def iter_experiences(
@@ -145,7 +151,9 @@ def _text(content: Any) -> str | None:
         or (bool(parsed) and all(isinstance(p, Mapping) and "text" in p for p in parsed))
     )
     if parts:  # content parts (a list, or a dump's stringified list)
-        return "\n".join(str(p.get("text", "")) if isinstance(p, Mapping) else str(p) for p in parsed)
+        return "\n".join(
+            str(p.get("text", "")) if isinstance(p, Mapping) else str(p) for p in parsed
+        )
     # Text stays as written: a tool's JSON reply stays JSON, not the Python repr of its parse.
     return content if isinstance(content, str) else str(parsed)
 
@@ -177,16 +185,25 @@ def steps_from_messages(messages: list[Any]) -> list[Step]:
         role = str(message.get("role") or "unknown")
         content = _text(message.get("content"))
         calls = _maybe_literal(message.get("tool_calls")) or []
-        step: dict[str, Any] = {"index": index, "role": role, "agent": message.get("name") or role,
-                                "content": content, "kind": "message"}
+        step: dict[str, Any] = {
+            "index": index,
+            "role": role,
+            "agent": message.get("name") or role,
+            "content": content,
+            "kind": "message",
+        }
         if role == "assistant" and calls:
             functions = [c.get("function", c) for c in calls if isinstance(c, Mapping)]
             step["kind"] = "tool_call"
             step["tool"] = functions[0].get("name")
             step["args"] = _args(functions[0].get("arguments"))
             if len(functions) > 1:
-                step["args"] = {"calls": [{"tool": f.get("name"), "args": _args(f.get("arguments"))}
-                                          for f in functions]}
+                step["args"] = {
+                    "calls": [
+                        {"tool": f.get("name"), "args": _args(f.get("arguments"))}
+                        for f in functions
+                    ]
+                }
         elif role in {"tool", "function"}:
             step["kind"] = "observation"
             step["agent"] = "tool"
@@ -218,7 +235,9 @@ def from_openai(record: Any, *, source: str, domain: str | None = None) -> Exper
         outcome = Outcome(wrapper.get("outcome", "unknown"))
     else:
         outcome = Outcome.success if float(reward) >= 1.0 else Outcome.failure
-    last_answer = next((s.content for s in reversed(steps) if s.role == "assistant" and s.content), None)
+    last_answer = next(
+        (s.content for s in reversed(steps) if s.role == "assistant" and s.content), None
+    )
     outputs = task_info.get("outputs") or []
     source_id = wrapper.get("task_id", wrapper.get("id"))
     artifacts = {k: wrapper[k] for k in ("trial",) if k in wrapper}
@@ -242,7 +261,9 @@ def from_openai(record: Any, *, source: str, domain: str | None = None) -> Exper
 
 
 # -- multi-agent logs ------------------------------------------------------------------------------
-def from_multiagent(record: Mapping[str, Any], *, source: str, domain: str | None = None) -> ExperienceCreate:
+def from_multiagent(
+    record: Mapping[str, Any], *, source: str, domain: str | None = None
+) -> ExperienceCreate:
     history = record.get("history")
     if not isinstance(history, list) or not history:
         raise ValueError("history: expected a non-empty list of {role, name?, content}")
@@ -253,8 +274,14 @@ def from_multiagent(record: Mapping[str, Any], *, source: str, domain: str | Non
         content = _text(entry.get("content"))
         agent = entry.get("name") or entry.get("role") or "unknown"
         steps.append(
-            Step(index=index, agent=str(agent), role=str(entry.get("role") or agent),
-                 kind="message", content=content, error=content if looks_like_error(content) else None)
+            Step(
+                index=index,
+                agent=str(agent),
+                role=str(entry.get("role") or agent),
+                kind="message",
+                content=content,
+                error=content if looks_like_error(content) else None,
+            )
         )
     question = record.get("question") or record.get("task")
     if not question:
@@ -272,6 +299,9 @@ def from_multiagent(record: Mapping[str, Any], *, source: str, domain: str | Non
         steps=steps,
         final_answer=next((s.content for s in reversed(steps) if s.content), None),
         ground_truth=None if truth is None else str(truth),
-        provenance=Provenance(source="import", imported_from=source,
-                              source_id=None if source_id is None else str(source_id)),
+        provenance=Provenance(
+            source="import",
+            imported_from=source,
+            source_id=None if source_id is None else str(source_id),
+        ),
     )

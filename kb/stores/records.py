@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import func, or_, update
+from sqlalchemy import false, func, or_, true, update
 from sqlmodel import Session, col, select
 
 from kb.models import (
@@ -86,25 +86,39 @@ class Records:
     def delete(self, session: Session, ids: Sequence[str]) -> None:
         for chunk in chunked(list(ids), 500):
             for model in (ExperienceRow, SkillRow):
-                self.sql.delete_where(session, model, col(model.id).in_(chunk), model.namespace == self.ns)
+                self.sql.delete_where(
+                    session, model, col(model.id).in_(chunk), model.namespace == self.ns
+                )
             self.sql.delete_where(
-                session, EdgeRow, EdgeRow.namespace == self.ns,
+                session,
+                EdgeRow,
+                EdgeRow.namespace == self.ns,
                 or_(col(EdgeRow.src).in_(chunk), col(EdgeRow.dst).in_(chunk)),
             )
-            self.sql.delete_where(session, EventRow, EventRow.namespace == self.ns,
-                                  col(EventRow.item_id).in_(chunk))
+            self.sql.delete_where(
+                session, EventRow, EventRow.namespace == self.ns, col(EventRow.item_id).in_(chunk)
+            )
 
     def put_edges(self, session: Session, edges: Sequence[Edge]) -> None:
         for edge in edges:
             existing = session.exec(
                 select(EdgeRow).where(
-                    EdgeRow.namespace == self.ns, EdgeRow.src == edge.src,
-                    EdgeRow.dst == edge.dst, EdgeRow.kind == edge.kind,
+                    EdgeRow.namespace == self.ns,
+                    EdgeRow.src == edge.src,
+                    EdgeRow.dst == edge.dst,
+                    EdgeRow.kind == edge.kind,
                 )
             ).first()
             if existing is None:
-                session.add(EdgeRow(namespace=self.ns, src=edge.src, dst=edge.dst, kind=edge.kind,
-                                    weight=edge.weight))
+                session.add(
+                    EdgeRow(
+                        namespace=self.ns,
+                        src=edge.src,
+                        dst=edge.dst,
+                        kind=edge.kind,
+                        weight=edge.weight,
+                    )
+                )
             else:
                 existing.weight = edge.weight
                 session.add(existing)
@@ -113,8 +127,11 @@ class Records:
         self, session: Session, item_id: str, *, success: bool, note: str | None = None
     ) -> dict[str, Any] | None:
         """Count a use of an item; returns its counts, or None when it does not exist."""
-        model = ExperienceRow if kind_of(item_id) == "experience" else SkillRow
-        row = session.get(model, item_id)
+        row: ExperienceRow | SkillRow | None = (
+            session.get(ExperienceRow, item_id)
+            if kind_of(item_id) == "experience"
+            else session.get(SkillRow, item_id)
+        )
         if row is None or row.namespace != self.ns:
             return None
         data = dict(row.data)
@@ -123,11 +140,22 @@ class Records:
         data[key] = int(data.get(key, 0)) + 1
         row.data = data
         session.add(row)
-        session.add(EventRow(namespace=self.ns, item_id=item_id, kind="feedback", success=success,
-                             detail={"note": note} if note else {}))
+        session.add(
+            EventRow(
+                namespace=self.ns,
+                item_id=item_id,
+                kind="feedback",
+                success=success,
+                detail={"note": note} if note else {},
+            )
+        )
         uses, successes = data["uses"], int(data.get("successes", 0))
-        return {"id": item_id, "uses": uses, "successes": successes,
-                "success_rate": round(successes / uses, 4)}
+        return {
+            "id": item_id,
+            "uses": uses,
+            "successes": successes,
+            "success_rate": round(successes / uses, 4),
+        }
 
     # -- reads ---------------------------------------------------------------------------------
     def get_experiences(self, ids: Sequence[str]) -> dict[str, Experience]:
@@ -137,7 +165,13 @@ class Records:
                 # By primary key only: with a namespace condition too, SQLite's planner picks the
                 # (low-selectivity) namespace index and scans the whole namespace.
                 rows = session.exec(select(ExperienceRow).where(col(ExperienceRow.id).in_(chunk)))
-                out.update({r.id: Experience.model_validate(r.data) for r in rows if r.namespace == self.ns})
+                out.update(
+                    {
+                        r.id: Experience.model_validate(r.data)
+                        for r in rows
+                        if r.namespace == self.ns
+                    }
+                )
         return out
 
     def get_skills(self, ids: Sequence[str]) -> dict[str, Skill]:
@@ -145,7 +179,9 @@ class Records:
         with self._session() as session:
             for chunk in chunked(list(ids), 500):
                 rows = session.exec(select(SkillRow).where(col(SkillRow.id).in_(chunk)))
-                out.update({r.id: Skill.model_validate(r.data) for r in rows if r.namespace == self.ns})
+                out.update(
+                    {r.id: Skill.model_validate(r.data) for r in rows if r.namespace == self.ns}
+                )
         return out
 
     def get_any(self, ids: Sequence[str]) -> dict[str, Experience | Skill]:
@@ -178,13 +214,16 @@ class Records:
                     found.append(Experience.model_validate(row.data))
             return found[offset : offset + limit]
 
-    def iter_experiences(self, *, outcome: str | None = None, batch: int = 500) -> Iterator[Experience]:
+    def iter_experiences(
+        self, *, outcome: str | None = None, batch: int = 500
+    ) -> Iterator[Experience]:
         """Every experience of the namespace, oldest first, read in batches."""
         last = ""
         while True:
             with self._session() as session:
-                stmt = select(ExperienceRow).where(ExperienceRow.namespace == self.ns,
-                                                   ExperienceRow.id > last)
+                stmt = select(ExperienceRow).where(
+                    ExperienceRow.namespace == self.ns, ExperienceRow.id > last
+                )
                 if outcome:
                     stmt = stmt.where(ExperienceRow.outcome == outcome)
                 rows = session.exec(stmt.order_by(col(ExperienceRow.id)).limit(batch)).all()
@@ -196,24 +235,32 @@ class Records:
     def by_source_id(self, source_id: str) -> list[Experience]:
         """Experiences imported from the same source record (e.g. a benchmark task id)."""
         with self._session() as session:
-            rows = session.exec(select(ExperienceRow).where(
-                ExperienceRow.namespace == self.ns, ExperienceRow.source_id == str(source_id))).all()
+            rows = session.exec(
+                select(ExperienceRow).where(
+                    ExperienceRow.namespace == self.ns, ExperienceRow.source_id == str(source_id)
+                )
+            ).all()
             return [Experience.model_validate(r.data) for r in rows]
 
     def skill_versions(self, name: str) -> list[Skill]:
         with self._session() as session:
-            rows = session.exec(select(SkillRow).where(SkillRow.namespace == self.ns, SkillRow.name == name)
-                                .order_by(col(SkillRow.version))).all()
+            rows = session.exec(
+                select(SkillRow)
+                .where(SkillRow.namespace == self.ns, SkillRow.name == name)
+                .order_by(col(SkillRow.version))
+            ).all()
             return [Skill.model_validate(r.data) for r in rows]
 
     def list_skills(self, *, status: str | None, all_versions: bool, limit: int) -> list[Skill]:
         with self._session() as session:
             stmt = select(SkillRow).where(SkillRow.namespace == self.ns)
             if not all_versions:
-                stmt = stmt.where(SkillRow.latest == True)  # noqa: E712
+                stmt = stmt.where(SkillRow.latest == true())
             if status:
                 stmt = stmt.where(SkillRow.status == status)
-            rows = session.exec(stmt.order_by(col(SkillRow.name), col(SkillRow.version)).limit(limit)).all()
+            rows = session.exec(
+                stmt.order_by(col(SkillRow.name), col(SkillRow.version)).limit(limit)
+            ).all()
             return [Skill.model_validate(r.data) for r in rows]
 
     def edges(self) -> list[Edge]:
@@ -235,8 +282,8 @@ class Records:
     def unindexed(self) -> list[Experience | Skill]:
         """Records of every namespace that the index does not hold yet (crash repair)."""
         with self._session() as session:
-            exps = session.exec(select(ExperienceRow).where(ExperienceRow.indexed == False)).all()  # noqa: E712
-            skills = session.exec(select(SkillRow).where(SkillRow.indexed == False)).all()  # noqa: E712
+            exps = session.exec(select(ExperienceRow).where(ExperienceRow.indexed == false())).all()
+            skills = session.exec(select(SkillRow).where(SkillRow.indexed == false())).all()
             return [Experience.model_validate(r.data) for r in exps] + [
                 Skill.model_validate(r.data) for r in skills
             ]
@@ -247,12 +294,16 @@ class Records:
             last = ""
             while True:
                 with self._session() as session:
-                    rows = session.exec(select(model).where(model.id > last)  # type: ignore[attr-defined]
-                                        .order_by(model.id).limit(batch)).all()  # type: ignore[attr-defined]
+                    rows = session.exec(
+                        select(model)
+                        .where(model.id > last)  # type: ignore[attr-defined]
+                        .order_by(model.id)
+                        .limit(batch)
+                    ).all()  # type: ignore[attr-defined]
                 if not rows:
                     break
                 yield [parse.model_validate(r.data) for r in rows]  # type: ignore[attr-defined]
-                last = rows[-1].id
+                last = rows[-1].id  # type: ignore[attr-defined]
 
     def ids(self, all_namespaces: bool = False) -> set[str]:
         with self._session() as session:
@@ -266,29 +317,59 @@ class Records:
 
     def stats(self, path: str, *, model: str | None, dim: int | None, schema_version: int) -> Stats:
         with self._session() as session:
-            by_outcome = dict(session.exec(
-                select(ExperienceRow.outcome, func.count()).where(ExperienceRow.namespace == self.ns)
-                .group_by(ExperienceRow.outcome)).all())
-            by_status = dict(session.exec(
-                select(SkillRow.status, func.count()).where(SkillRow.namespace == self.ns,
-                                                           SkillRow.latest == True)  # noqa: E712
-                .group_by(SkillRow.status)).all())
+            by_outcome = dict(
+                session.exec(
+                    select(ExperienceRow.outcome, func.count())
+                    .where(ExperienceRow.namespace == self.ns)
+                    .group_by(ExperienceRow.outcome)
+                ).all()
+            )
+            by_status = dict(
+                session.exec(
+                    select(SkillRow.status, func.count())
+                    .where(SkillRow.namespace == self.ns, SkillRow.latest == true())
+                    .group_by(SkillRow.status)
+                ).all()
+            )
             pending = sum(
-                int(session.exec(select(func.count()).select_from(m).where(
-                    m.namespace == self.ns, m.indexed == False)).one())  # type: ignore[attr-defined]  # noqa: E712
+                int(
+                    session.exec(
+                        select(func.count())
+                        .select_from(m)
+                        .where(m.namespace == self.ns, m.indexed == false())
+                    ).one()
+                )  # type: ignore[attr-defined]
                 for m in (ExperienceRow, SkillRow)
             )
-            total = sum(by_outcome.values()) + int(session.exec(
-                select(func.count()).select_from(SkillRow).where(SkillRow.namespace == self.ns)).one())
-            edges = int(session.exec(select(func.count()).select_from(EdgeRow)
-                                     .where(EdgeRow.namespace == self.ns)).one())
-            events = int(session.exec(select(func.count()).select_from(EventRow)
-                                      .where(EventRow.namespace == self.ns)).one())
+            total = sum(by_outcome.values()) + int(
+                session.exec(
+                    select(func.count()).select_from(SkillRow).where(SkillRow.namespace == self.ns)
+                ).one()
+            )
+            edges = int(
+                session.exec(
+                    select(func.count()).select_from(EdgeRow).where(EdgeRow.namespace == self.ns)
+                ).one()
+            )
+            events = int(
+                session.exec(
+                    select(func.count()).select_from(EventRow).where(EventRow.namespace == self.ns)
+                ).one()
+            )
         return Stats(
-            path=path, namespace=self.ns, experiences=sum(by_outcome.values()),
-            experiences_by_outcome=by_outcome, skills=sum(by_status.values()),
-            skills_by_status=by_status, edges=edges, events=events, indexed=total - pending,
-            pending_index=pending, model=model, dim=dim, schema_version=schema_version,
+            path=path,
+            namespace=self.ns,
+            experiences=sum(by_outcome.values()),
+            experiences_by_outcome=by_outcome,
+            skills=sum(by_status.values()),
+            skills_by_status=by_status,
+            edges=edges,
+            events=events,
+            indexed=total - pending,
+            pending_index=pending,
+            model=model,
+            dim=dim,
+            schema_version=schema_version,
         )
 
     def touch(self, item_id: str) -> None:

@@ -95,7 +95,9 @@ class SQLStore:
                 self.cache_put(items, own)
             return
         existing = set(self.cache_get(list(items)))
-        session.add_all(EmbeddingRow(key=k, vector=v) for k, v in items.items() if k not in existing)
+        session.add_all(
+            EmbeddingRow(key=k, vector=v) for k, v in items.items() if k not in existing
+        )
 
     # -- generic helpers ----------------------------------------------------------------------
     def count(self, model: type[SQLModel], *where: Any) -> int:

@@ -18,10 +18,11 @@ os.environ.setdefault("LANCE_LOG", "error")
 import lancedb
 import numpy as np
 import pyarrow as pa
-from lancedb.index import FTS, HnswSq
+from lancedb.index import FTS, Bitmap, HnswSq
 
 TABLE = "items"
 ANN_MIN_ROWS = 5_000
+FILTER_COLUMNS = ("namespace", "kind", "latest", "status", "outcome")
 """Below this many rows an exhaustive vector scan is fast enough; above it, an ANN index pays."""
 T = TypeVar("T")
 
@@ -111,7 +112,10 @@ class VectorIndex:
             self.table.create_index(
                 "sig",
                 config=FTS(
-                    base_tokenizer="whitespace", stem=False, remove_stop_words=False, ascii_folding=False
+                    base_tokenizer="whitespace",
+                    stem=False,
+                    remove_stop_words=False,
+                    ascii_folding=False,
                 ),
                 replace=True,
                 name="sig_idx",
@@ -129,10 +133,12 @@ class VectorIndex:
             retry(lambda: table.add(data))
         else:
             retry(
-                lambda: table.merge_insert("id")
-                .when_matched_update_all()
-                .when_not_matched_insert_all()
-                .execute(data)
+                lambda: (
+                    table.merge_insert("id")
+                    .when_matched_update_all()
+                    .when_not_matched_insert_all()
+                    .execute(data)
+                )
             )
         self._writes += 1
         if not {index.name for index in table.list_indices()} >= {"text_idx", "sig_idx"}:
@@ -145,7 +151,7 @@ class VectorIndex:
             return
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
-            retry(lambda chunk=chunk: self.table.delete(in_list("id", chunk)))
+            retry(lambda chunk=chunk: self.table.delete(in_list("id", chunk)))  # type: ignore[misc]
 
     def update(self, ids: Sequence[str], values: dict[str, Any]) -> None:
         if self.table is None or not ids:
@@ -164,6 +170,15 @@ class VectorIndex:
         retry(lambda: self.table.optimize(cleanup_older_than=timedelta(minutes=10)))
         rows = self.table.count_rows()
         names = {index.name for index in self.table.list_indices()}
+        if rows >= ANN_MIN_ROWS:
+            # Prefilters (namespace, kind, status...) then read bitmaps instead of every row.
+            for column in FILTER_COLUMNS:
+                if f"{column}_idx" not in names:
+                    retry(
+                        lambda column=column: self.table.create_index(  # type: ignore[misc]
+                            column, config=Bitmap(), name=f"{column}_idx"
+                        )
+                    )
         if rows >= ANN_MIN_ROWS and "vector_idx" not in names:
             partitions = max(4, int(rows**0.5) // 4)
             retry(
@@ -175,9 +190,7 @@ class VectorIndex:
             )
 
     # -- reads --------------------------------------------------------------------------------
-    def vector_search(
-        self, vector: np.ndarray, *, k: int, where: str
-    ) -> list[tuple[str, float]]:
+    def vector_search(self, vector: np.ndarray, *, k: int, where: str) -> list[tuple[str, float]]:
         if self.table is None:
             return []
         rows = (
@@ -190,7 +203,9 @@ class VectorIndex:
         )
         return [(row["id"], 1.0 - float(row["_distance"])) for row in rows]
 
-    def text_search(self, query: str, *, k: int, where: str, column: str = "text") -> list[tuple[str, float]]:
+    def text_search(
+        self, query: str, *, k: int, where: str, column: str = "text"
+    ) -> list[tuple[str, float]]:
         if self.table is None or not query.strip():
             return []
         try:
@@ -220,7 +235,9 @@ class VectorIndex:
                 .limit(len(chunk))
                 .to_arrow()
             )
-            for item_id, vec in zip(data["id"].to_pylist(), data["vector"].to_pylist(), strict=True):
+            for item_id, vec in zip(
+                data["id"].to_pylist(), data["vector"].to_pylist(), strict=True
+            ):
                 out[item_id] = np.asarray(vec, dtype=np.float32)
         return out
 
@@ -240,7 +257,9 @@ class VectorIndex:
     def models(self) -> set[str]:
         if self.table is None:
             return set()
-        return set(self.table.search().select(["model"]).limit(None).to_arrow()["model"].to_pylist())
+        return set(
+            self.table.search().select(["model"]).limit(None).to_arrow()["model"].to_pylist()
+        )
 
 
 # -- step windows (refine) --------------------------------------------------------------------
@@ -298,10 +317,12 @@ class WindowIndex:
         data = pa.Table.from_pylist(rows, schema=window_schema(dim))
         table = self._table
         retry(
-            lambda: table.merge_insert("id")
-            .when_matched_update_all()
-            .when_not_matched_insert_all()
-            .execute(data)
+            lambda: (
+                table.merge_insert("id")
+                .when_matched_update_all()
+                .when_not_matched_insert_all()
+                .execute(data)
+            )
         )
         if "wtext_idx" not in {index.name for index in table.list_indices()}:
             retry(lambda: table.create_index("text", config=FTS(), replace=True, name="wtext_idx"))
@@ -311,7 +332,7 @@ class WindowIndex:
             return
         for start in range(0, len(exp_ids), 500):
             chunk = exp_ids[start : start + 500]
-            retry(lambda chunk=chunk: self.table.delete(in_list("exp_id", chunk)))
+            retry(lambda chunk=chunk: self.table.delete(in_list("exp_id", chunk)))  # type: ignore[misc]
 
     def drop(self) -> None:
         if self.table is not None:
@@ -334,9 +355,7 @@ class WindowIndex:
                 )
             )
 
-    def search(
-        self, vector: np.ndarray, *, k: int, where: str
-    ) -> list[dict[str, Any]]:
+    def search(self, vector: np.ndarray, *, k: int, where: str) -> list[dict[str, Any]]:
         if self.table is None:
             return []
         rows = (
@@ -383,7 +402,9 @@ class WindowIndex:
         return set(data["model"].to_pylist())
 
 
-def columns(index: VectorIndex, ids: Sequence[str], names: Sequence[str]) -> dict[str, dict[str, Any]]:
+def columns(
+    index: VectorIndex, ids: Sequence[str], names: Sequence[str]
+) -> dict[str, dict[str, Any]]:
     """Chosen columns of the main table's rows with these ids (e.g. ``sig`` for structure)."""
     if index.table is None or not ids:
         return {}
@@ -391,6 +412,12 @@ def columns(index: VectorIndex, ids: Sequence[str], names: Sequence[str]) -> dic
     wanted = ["id", *[n for n in names if n != "id"]]
     for start in range(0, len(ids), 1000):
         chunk = list(ids[start : start + 1000])
-        data = index.table.search().where(in_list("id", chunk)).select(wanted).limit(len(chunk)).to_list()
+        data = (
+            index.table.search()
+            .where(in_list("id", chunk))
+            .select(wanted)
+            .limit(len(chunk))
+            .to_list()
+        )
         out.update({row["id"]: row for row in data})
     return out

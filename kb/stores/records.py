@@ -19,7 +19,6 @@ from kb.models import (
     Stats,
     ValidationRunRow,
     kind_of,
-    utcnow,
 )
 from kb.stores.sql import SQLStore, chunked
 
@@ -371,11 +370,3 @@ class Records:
             dim=dim,
             schema_version=schema_version,
         )
-
-    def touch(self, item_id: str) -> None:
-        with self.sql.session() as session:
-            for model in (ExperienceRow, SkillRow):
-                row = session.get(model, item_id)
-                if row is not None:
-                    row.updated_at = utcnow()
-                    session.add(row)

@@ -50,6 +50,36 @@ def retry(fn: Callable[[], T], *, attempts: int = 8) -> T:
     raise AssertionError("unreachable")
 
 
+def nearest(
+    table: Any, vector: np.ndarray, *, k: int, where: str, columns: list[str]
+) -> list[dict[str, Any]]:
+    """The ``k`` rows nearest to ``vector`` (cosine) that pass ``where``, each with a ``score``."""
+    rows = (
+        table.search(vector.astype(np.float32), vector_column_name="vector")
+        .metric("cosine")
+        .where(where, prefilter=True)
+        .select([*columns, "_distance"])
+        .limit(k)
+        .to_list()
+    )
+    for row in rows:
+        row["score"] = 1.0 - float(row.pop("_distance"))
+    return list(rows)
+
+
+def ensure_ann(table: Any, name: str, *, min_rows: int) -> None:
+    """Build the ANN index (IVF + HNSW with scalar quantisation, cosine) once a table is large."""
+    rows = table.count_rows()
+    if rows < min_rows or name in {index.name for index in table.list_indices()}:
+        return
+    partitions = max(4, int(rows**0.5) // 4)
+    retry(
+        lambda: table.create_index(
+            "vector", config=HnswSq(distance_type="cosine", num_partitions=partitions), name=name
+        )
+    )
+
+
 def schema(dim: int) -> pa.Schema:
     return pa.schema(
         [
@@ -153,11 +183,6 @@ class VectorIndex:
             chunk = ids[start : start + 500]
             retry(lambda chunk=chunk: self.table.delete(in_list("id", chunk)))  # type: ignore[misc]
 
-    def update(self, ids: Sequence[str], values: dict[str, Any]) -> None:
-        if self.table is None or not ids:
-            return
-        retry(lambda: self.table.update(where=in_list("id", ids), values=values))
-
     def drop(self) -> None:
         if TABLE in self._table_names():
             self.db.drop_table(TABLE)
@@ -179,29 +204,14 @@ class VectorIndex:
                             column, config=Bitmap(), name=f"{column}_idx"
                         )
                     )
-        if rows >= ANN_MIN_ROWS and "vector_idx" not in names:
-            partitions = max(4, int(rows**0.5) // 4)
-            retry(
-                lambda: self.table.create_index(
-                    "vector",
-                    config=HnswSq(distance_type="cosine", num_partitions=partitions),
-                    name="vector_idx",
-                )
-            )
+        ensure_ann(self.table, "vector_idx", min_rows=ANN_MIN_ROWS)
 
     # -- reads --------------------------------------------------------------------------------
     def vector_search(self, vector: np.ndarray, *, k: int, where: str) -> list[tuple[str, float]]:
         if self.table is None:
             return []
-        rows = (
-            self.table.search(vector.astype(np.float32), vector_column_name="vector")
-            .metric("cosine")
-            .where(where, prefilter=True)
-            .select(["id", "_distance"])
-            .limit(k)
-            .to_list()
-        )
-        return [(row["id"], 1.0 - float(row["_distance"])) for row in rows]
+        rows = nearest(self.table, vector, k=k, where=where, columns=["id"])
+        return [(row["id"], row["score"]) for row in rows]
 
     def text_search(
         self, query: str, *, k: int, where: str, column: str = "text"
@@ -343,32 +353,13 @@ class WindowIndex:
         if self.table is None:
             return
         retry(lambda: self.table.optimize(cleanup_older_than=timedelta(minutes=10)))
-        rows = self.table.count_rows()
-        if rows >= 50_000 and "wvector_idx" not in {i.name for i in self.table.list_indices()}:
-            retry(
-                lambda: self.table.create_index(
-                    metric="cosine",
-                    vector_column_name="vector",
-                    index_type="IVF_HNSW_SQ",
-                    num_partitions=max(16, int(rows**0.5)),
-                    name="wvector_idx",
-                )
-            )
+        ensure_ann(self.table, "wvector_idx", min_rows=ANN_MIN_ROWS)
 
     def search(self, vector: np.ndarray, *, k: int, where: str) -> list[dict[str, Any]]:
         if self.table is None:
             return []
-        rows = (
-            self.table.search(vector.astype(np.float32), vector_column_name="vector")
-            .metric("cosine")
-            .where(where, prefilter=True)
-            .select(["id", "exp_id", "outcome", "step", "error", "text", "next", "_distance"])
-            .limit(k)
-            .to_list()
-        )
-        for row in rows:
-            row["score"] = 1.0 - float(row.pop("_distance"))
-        return list(rows)
+        columns = ["id", "exp_id", "outcome", "step", "error", "text", "next"]
+        return nearest(self.table, vector, k=k, where=where, columns=columns)
 
     def text_search(self, query: str, *, k: int, where: str) -> list[dict[str, Any]]:
         if self.table is None or not query.strip():

@@ -58,17 +58,8 @@ def attribute(
     features = extract(experience, references=references, embed=embed)
     roles = [role_of(s) for s in experience.steps]
     scores, contributions = score(features, roles)
-    step, agent, reason, confidence, step_scores = attribution_from_scores(
+    return attribution_from_scores(
         experience, scores, method="heuristic", contributions=contributions
-    )
-    return Attribution(
-        agent=agent,
-        step=step,
-        reason=reason,
-        confidence=confidence,
-        step_scores=step_scores,
-        method="heuristic",
-        corrected=None,
     )
 
 

@@ -221,18 +221,9 @@ def attribute(
     for i, item in enumerate(experience.steps):
         if role_of(item) == "system":
             scores[i] -= 10.0
-    step, agent, reason, confidence, step_scores = attribution_from_scores(
+    return attribution_from_scores(
         experience,
         scores,
         method="learned",
         contributions=model.contributions(features) if model.features == list(FEATURES) else None,
-    )
-    return Attribution(
-        agent=agent,
-        step=step,
-        reason=reason,
-        confidence=confidence,
-        step_scores=step_scores,
-        method="learned",
-        corrected=None,
     )

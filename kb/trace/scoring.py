@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from kb.models import ExperienceCreate
+from kb.models import Attribution, ExperienceCreate
 from kb.trace.features import FEATURES
 
 DESCRIPTIONS: dict[str, str] = {
@@ -45,15 +45,16 @@ def attribution_from_scores(
     method: str,
     contributions: np.ndarray | None = None,
     temperature: float = 1.0,
-) -> tuple[int | None, str | None, str, float, list[float]]:
-    """``(step, agent, reason, confidence, normalised step scores)`` for a score vector.
+) -> Attribution:
+    """The attribution a score vector makes: the best step, its agent, a reason, the softmax
+    probability as confidence, and every step's normalised score.
 
     ``contributions`` (steps x features) explains the chosen step: its largest positive
     contributions are named in the reason.
     """
     steps = experience.steps
     if not steps:
-        return None, None, "the experience has no steps", 0.0, []
+        return Attribution(reason="the experience has no steps", method=method)
     probs = softmax(np.asarray(scores, dtype=np.float64), temperature)
     best = int(np.argmax(probs))
     reasons: list[str] = []
@@ -69,7 +70,14 @@ def attribution_from_scores(
     step = steps[best]
     who = step.agent or step.role or "unknown"
     reason = f"step {best} ({who}): " + ("; ".join(reasons) if reasons else "highest score")
-    return best, who, f"{reason} [{method}]", float(probs[best]), [float(p) for p in probs]
+    return Attribution(
+        agent=who,
+        step=best,
+        reason=f"{reason} [{method}]",
+        confidence=float(probs[best]),
+        step_scores=[float(p) for p in probs],
+        method=method,
+    )
 
 
 def weights_vector(weights: dict[str, float], names: Sequence[str] = FEATURES) -> np.ndarray:

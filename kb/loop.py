@@ -55,6 +55,7 @@ from kb.retrieval import (
     provenance_label,
     render_context,
     sig_tools,
+    skill_statuses,
     skill_text,
     step_line,
     step_windows,
@@ -463,12 +464,7 @@ class LoopOps:
         Returns:
             a :class:`RetrieveBundle`; ``context`` is the block to put in the agent's prompt.
         """
-        if not task or not task.strip():
-            raise Invalid("task must not be empty")
-        if not 1 <= k <= 50:
-            raise Invalid("k must be between 1 and 50")
-        if budget_tokens < MIN_BUDGET:
-            raise Invalid(f"budget_tokens must be at least {MIN_BUDGET}")
+        _check_request(task, k, budget_tokens)
         plan = list(plan or [])
         sig = list(signature) if signature else plan_signature(plan)
         query = "\n".join([task, *plan])
@@ -477,15 +473,12 @@ class LoopOps:
         search_k = min(200, 2 * k) if outcome_on else k
 
         def run(kind: str, outcome: list[str] | None = None) -> list[SearchHit]:
-            statuses = [SkillStatus.validated.value, SkillStatus.approved.value]
-            if include_drafts:
-                statuses.append(SkillStatus.draft.value)
             filters = Filters(
                 kind=kind,
                 outcome=outcome,
                 domain=domain,
                 tags=tags,
-                status=statuses,
+                status=skill_statuses(include_drafts=include_drafts),
                 exclude_ids=list(exclude_ids),
                 exclude_source_ids=list(exclude_source_ids),
             )
@@ -538,14 +531,11 @@ class LoopOps:
         """Graph traversal: skills derived from the strategies or that the skills depend on, and
         the repairs of the pitfalls (``repaired_by``), each with the edge that reached it."""
         present = {i.id for i in [*strategies, *skills, *pitfalls]}
-        allowed = {SkillStatus.validated, SkillStatus.approved} | (
-            {SkillStatus.draft} if include_drafts else set()
-        )
+        allowed = set(skill_statuses(include_drafts=include_drafts))
         wanted: list[tuple[MemoryItem, str, str, str]] = []
+        graph = self.graph  # one freshness check, not one per item
         for item in [*strategies, *skills, *pitfalls]:
-            for edge in self.graph.edges(
-                item.id, kinds={"derived_from", "repaired_by", "depends_on"}
-            ):
+            for edge in graph.edges(item.id, kinds={"derived_from", "repaired_by", "depends_on"}):
                 other = edge.dst if edge.src == item.id else edge.src
                 if other in present:
                     continue
@@ -630,12 +620,7 @@ class LoopOps:
             from a similar state), ``repairs`` (what followed similar errors, what a failed run's
             attributed step should have been, ``repaired_by`` links), ``skills`` for the next step.
         """
-        if not task or not task.strip():
-            raise Invalid("task must not be empty")
-        if not 1 <= k <= 50:
-            raise Invalid("k must be between 1 and 50")
-        if budget_tokens < MIN_BUDGET:
-            raise Invalid(f"budget_tokens must be at least {MIN_BUDGET}")
+        _check_request(task, k, budget_tokens)
         steps = [s for s in _as_steps(trajectory) if s.role != "system"][-WINDOW_STEPS:]
         if error:
             steps.append(
@@ -729,6 +714,7 @@ class LoopOps:
                 mark = exp.attribution
                 if mark.step is not None and abs(mark.step - int(payload.get("step", -99))) <= 2:
                     failed.append((exp, entry))
+        graph = self.graph
         for exp, entry in failed:
             if len(bundle.repairs) >= k + 3 or any(r.id == exp.id for r in bundle.repairs):
                 continue
@@ -749,7 +735,7 @@ class LoopOps:
                     f"{' by ' + att.agent if att.agent else ''}: {clip(att.reason, 240)}.{fix}",
                 )
             )
-            for edge in self.graph.edges(exp.id, kinds={"repaired_by"}):
+            for edge in graph.edges(exp.id, kinds={"repaired_by"}):
                 if edge.src != exp.id:
                     continue
                 fixed = self.records.get_any([edge.dst]).get(edge.dst)
@@ -758,9 +744,7 @@ class LoopOps:
                 hit = self._hit(fixed, entry.score * 0.5, {})
                 bundle.repairs.append(self._item(hit, "repair", via=f"repaired_by from {exp.id}"))
         skill_query = "\n".join([task, recent, error or ""]).strip()
-        statuses = [SkillStatus.validated.value, SkillStatus.approved.value] + (
-            [SkillStatus.draft.value] if include_drafts else []
-        )
+        statuses = skill_statuses(include_drafts=include_drafts)
         skill_hits = self._search(
             skill_query,
             k,
@@ -785,3 +769,13 @@ class LoopOps:
 
 
 __all__ = ["POLICIES", "LoopOps", "MemoryItem", "RefineBundle", "RetrieveBundle"]
+
+
+def _check_request(task: str, k: int, budget_tokens: int) -> None:
+    """The arguments ``retrieve`` and ``refine`` share, checked with messages naming them."""
+    if not task or not task.strip():
+        raise Invalid("task must not be empty")
+    if not 1 <= k <= 50:
+        raise Invalid("k must be between 1 and 50")
+    if budget_tokens < MIN_BUDGET:
+        raise Invalid(f"budget_tokens must be at least {MIN_BUDGET}")

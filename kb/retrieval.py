@@ -65,6 +65,16 @@ def fuse(rankings: Mapping[str, list[tuple[str, float]]], weights: Weights) -> l
     return sorted(fused.values(), key=lambda f: (-f.score, f.id))
 
 
+def skill_statuses(
+    *, include_drafts: bool = False, status: Sequence[str] | None = None
+) -> list[str]:
+    """The skill statuses a search allows: ``status`` when given, else validated and approved
+    (what agents get by default), plus draft with ``include_drafts``."""
+    if status:
+        return list(status)
+    return ["validated", "approved", *(["draft"] if include_drafts else [])]
+
+
 @dataclass
 class Filters:
     """Typed keyword filters of a search."""

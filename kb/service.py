@@ -38,7 +38,7 @@ from kb.models import (
     signature_of,
     utcnow,
 )
-from kb.retrieval import MODES, Filters, Weights, fuse, graph_ranking
+from kb.retrieval import MODES, Filters, Weights, fuse, graph_ranking, skill_statuses
 from kb.skill_ops import SkillOps
 from kb.stores.graph import Graph
 from kb.stores.records import Records
@@ -50,7 +50,6 @@ Progress = Callable[[int], None]
 NAMESPACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 WRITE_BATCH = 256
 _QUERY_POOL = ThreadPoolExecutor(max_workers=3, thread_name_prefix="kb-query")
-DEFAULT_SKILL_STATUSES = [SkillStatus.validated.value, SkillStatus.approved.value]
 
 
 class AddResult(BaseModel):
@@ -537,9 +536,7 @@ class KnowledgeBase(SkillOps, TraceOps, LoopOps, TokenOps):
             raise Invalid("k must be between 1 and 200")
         if kind is not None and kind not in {"experience", "skill"}:
             raise Invalid(f"kind must be experience or skill, not {kind!r}")
-        statuses = list(status) if status else list(DEFAULT_SKILL_STATUSES)
-        if include_drafts and not status:
-            statuses.append(SkillStatus.draft.value)
+        statuses = skill_statuses(include_drafts=include_drafts, status=status)
         filters = Filters(
             kind=kind,
             outcome=outcome,

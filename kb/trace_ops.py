@@ -297,13 +297,14 @@ class TraceOps:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         count = 0
+        graph = self.graph
         with tmp.open("w", encoding="utf-8") as out:
             for failure in self.records.iter_experiences(outcome=Outcome.failure.value):
                 if failure.attribution is None or failure.attribution.step is None:
                     continue
                 repairs = [
                     e.dst
-                    for e in self.edges(failure.id, kinds={"repaired_by"})
+                    for e in graph.edges(failure.id, kinds={"repaired_by"})
                     if e.src == failure.id
                 ]
                 success = self.get_experience(repairs[0]) if repairs else None

@@ -90,6 +90,10 @@ Steps = Annotated[
         "error), tool, args, content, result, error}."
     ),
 ]
+Items = Annotated[int | None, Field(ge=1, le=50, description="Items per section (default 5).")]
+Budget = Annotated[
+    int | None, Field(ge=100, le=32_000, description="Size of the context block in tokens.")
+]
 
 
 class Hits(BaseModel):
@@ -229,12 +233,8 @@ def retrieve(
     plan: Annotated[
         list[str] | None, Field(max_length=50, description="Your draft plan, if any.")
     ] = None,
-    k: Annotated[
-        int | None, Field(ge=1, le=50, description="Items per section (default 5).")
-    ] = None,
-    budget_tokens: Annotated[
-        int | None, Field(ge=100, le=32_000, description="Size of the context block in tokens.")
-    ] = None,
+    k: Items = None,
+    budget_tokens: Budget = None,
     domain: Domain = None,
     tags: Tags = None,
 ) -> dict[str, Any]:
@@ -260,12 +260,8 @@ def refine(
     error: Annotated[
         str | None, Field(max_length=20_000, description="The error or obstacle you hit now.")
     ] = None,
-    k: Annotated[
-        int | None, Field(ge=1, le=50, description="Items per section (default 5).")
-    ] = None,
-    budget_tokens: Annotated[
-        int | None, Field(ge=100, le=32_000, description="Size of the context block in tokens.")
-    ] = None,
+    k: Items = None,
+    budget_tokens: Budget = None,
     domain: Domain = None,
 ) -> dict[str, Any]:
     """Mid-run: when a step failed or you are unsure what to do next, get step-level matches for

@@ -130,13 +130,11 @@ def import_(
 ) -> None:
     """Import experiences: native JSON/JSONL, OpenAI chat trajectories (tau-bench too),
     multi-agent logs, the store's own lossless export, or failure label files."""
-    from kb.importers import read_records
-
     reports = []
     with store() as kb:
         for path in paths:
-            total = len(read_records(path)) if path.is_file() else None
-            with progress_bar(f"importing {path.name}", total, enabled=not as_json) as advance:
+            # no total: counting the records first would read (and parse) the file twice
+            with progress_bar(f"importing {path.name}", None, enabled=not as_json) as advance:
                 reports.append(
                     kb.import_file(
                         path, format, skip_invalid=skip_invalid, domain=domain, progress=advance
@@ -328,7 +326,8 @@ def export(
 def reindex(as_json: JsonOpt = False) -> None:
     """Rebuild the vector and full-text index from SQL with the configured model."""
     with store() as kb:
-        total = kb.stats().experiences + kb.stats().skills
+        stats = kb.stats()
+        total = stats.experiences + stats.skills
         with progress_bar("re-embedding", total, enabled=not as_json) as advance:
             count = kb.reindex(progress=advance)
     if as_json:

@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint bench
+.PHONY: install system-deps demo test test-fast lint bench
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -15,14 +15,18 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# bubblewrap for the skill sandbox (apt, where we run as root and it is missing)
+system-deps:
+	bash .ci/system-deps.sh
+
 demo: install
 	$(PY) examples/demo.py
 
-test: install
+test: install system-deps
 	$(PY) -m ruff check kb skills mcp_server tests benchmarks examples
 	$(PY) -m pytest -q
 
-test-fast: install
+test-fast: install system-deps
 	$(PY) -m pytest -q -m "not slow"
 
 lint: install

@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 Progress = Callable[[int], None]
 
+# the statuses a curator has vouched for: the only ones an agent may run
+RUNNABLE = frozenset({SkillStatus.validated, SkillStatus.approved})
+
 
 class ValidationReport(BaseModel):
     """The outcome of ``validate_skill``: each test, and the status before and after."""
@@ -48,9 +51,15 @@ class ValidationReport(BaseModel):
 
 
 class SkillImportReport(BaseModel):
+    """What ``import_skills`` did: ids added and new versions, names approved or validated,
+    and each package skipped or left a draft, with the reason."""
+
     path: str
     added: list[str] = []
     versions: list[str] = []
+    approved: list[str] = []
+    validated: list[str] = []
+    not_validated: list[dict[str, str]] = []
     skipped: list[dict[str, str]] = []
 
 
@@ -181,7 +190,7 @@ class SkillOps:
         if not skill.tests:
             raise Invalid(f"skill {name!r} has no tests; add tests to validate it")
         try:
-            outcomes = skills.run_tests(_plain(skill), limits=limits)
+            outcomes = skills.run_tests(_plain(skill), limits=limits, hidden=[self.path])
         except skills.SkillError as exc:
             raise SandboxError(str(exc)) from exc
         status = skills.next_status(
@@ -248,15 +257,28 @@ class SkillOps:
         *,
         version: int | None = None,
         limits: Any = None,
+        untrusted: bool = False,
     ) -> dict[str, Any]:
-        """Run an executable skill in the sandbox (timeout, memory and CPU limits, scratch dir,
-        scrubbed environment, no network where the OS allows). Records the use.
+        """Run an executable skill in the sandbox (bubblewrap: no view of the store or the host,
+        no network, time, memory, process, disk and output caps) and record the use.
+
+        Args:
+            untrusted: the caller is an agent (the MCP server sets it): only a validated or
+                approved skill runs, with the default limits and never without isolation.
 
         Returns the run result (ok, value, error, traceback, duration, killed_by, ...).
         """
         skill = self.get_skill(name, version)
         if skill.mode != SkillMode.executable or not skill.program:
             raise Invalid(f"skill {name!r} is guided: follow its steps, there is no program to run")
+        if untrusted:
+            if skill.status not in RUNNABLE:
+                raise Invalid(
+                    f"skill {skill.name!r} v{skill.version} is {skill.status.value}: only validated "
+                    "or approved skills run here; a curator validates it first "
+                    "(kb skill validate)"
+                )
+            limits = None
         try:
             result = skills.run_program(
                 skill.program,
@@ -264,6 +286,7 @@ class SkillOps:
                 parameters=skill.parameters,
                 returns=skill.returns or None,
                 limits=limits,
+                hidden=[self.path],
             )
         except skills.ParamError as exc:
             raise Invalid(str(exc)) from exc
@@ -291,11 +314,21 @@ class SkillOps:
         return {"path": str(dest), "format": "skills", "skills": len(written)}
 
     def import_skills(
-        self: KnowledgeBase, path: str | Path, *, progress: Progress | None = None
+        self: KnowledgeBase,
+        path: str | Path,
+        *,
+        approve: bool = False,
+        validate: bool = False,
+        limits: Any = None,
+        progress: Progress | None = None,
     ) -> SkillImportReport:
         """Import every SKILL.md package under a folder (or in a .zip). A package whose name
         exists becomes a new version when its content differs; packages without a program
-        become guided skills. Each rejected file is reported with the reason."""
+        become guided skills. Each rejected file is reported with the reason.
+
+        Every package lands as a draft, whatever status it declares: ``approve`` (a curator's
+        act) approves the guided ones, ``validate`` runs the executable ones' tests in the
+        sandbox and validates those that pass."""
         path = Path(path)
         if not path.exists():
             raise Invalid(f"{path}: no such file or folder")
@@ -305,6 +338,7 @@ class SkillOps:
         )
         for data in found:
             origin = (data.get("provenance") or {}).get("imported_from", str(path))
+            data["status"] = SkillStatus.draft.value
             try:
                 data.setdefault("provenance", {})
                 data["provenance"] = {**data["provenance"], "source": "import"}
@@ -326,19 +360,27 @@ class SkillOps:
                     ):
                         report.skipped.append({"path": origin, "error": "unchanged"})
                         continue
-                    report.versions.append(
-                        self.update_skill(
-                            data["name"],
-                            {
-                                k: v
-                                for k, v in data.items()
-                                if k not in {"name", "version", "status"}
-                            },
-                        ).id
+                    stored = self.update_skill(
+                        data["name"],
+                        {k: v for k, v in data.items() if k not in {"name", "version", "status"}},
                     )
+                    report.versions.append(stored.id)
                 else:
-                    report.added.append(self.add_skill(data).id)
-            except (Invalid, Conflict) as exc:
+                    stored = self.add_skill(data)
+                    report.added.append(stored.id)
+                if approve and stored.mode == SkillMode.guided:
+                    self.approve_skill(stored.name)
+                    report.approved.append(stored.name)
+                elif validate and stored.mode == SkillMode.executable and stored.tests:
+                    outcome = self.validate_skill(stored.name, limits=limits)
+                    if outcome.status == SkillStatus.validated.value:
+                        report.validated.append(stored.name)
+                    else:
+                        failed = [o["name"] for o in outcome.outcomes if not o["passed"]]
+                        report.not_validated.append(
+                            {"path": origin, "error": f"tests failed: {', '.join(failed)}"}
+                        )
+            except (Invalid, Conflict, SandboxError) as exc:
                 report.skipped.append({"path": origin, "error": str(exc)})
             if progress:
                 progress(1)

@@ -89,9 +89,19 @@ class TraceOps:
 
         if not is_replayable(exp):
             return None
+        from kb.skill_ops import RUNNABLE
+
+        # replay reruns only code a curator has vouched for: a trace request may come from an
+        # agent, which must not be able to run its own drafts this way
+        names = {str(s.tool) for s in exp.steps if s.kind == "skill_run" and s.tool}
+        try:
+            if any(self.get_skill(name).status not in RUNNABLE for name in names):
+                return None
+        except KBError:
+            return None
 
         def run_step(step: Step) -> Step:
-            result = self.run_skill(str(step.tool), step.args or {})
+            result = self.run_skill(str(step.tool), step.args or {}, untrusted=True)
             return step.model_copy(
                 update={
                     "result": json.dumps(result.get("value"), default=str)

@@ -340,12 +340,13 @@ def run_skill(
         dict[str, Any] | None, Field(description="Arguments matching the skill's parameter schema.")
     ] = None,
 ) -> dict[str, Any]:
-    """Run an executable skill's program in a sandbox (time, memory, no network) and return its
-    result. Check the parameter schema with get_skill first.
+    """Run a validated or approved skill's program in an isolated sandbox (no network, no files
+    but its scratch space; time, memory, process and output limits) and return its result.
+    Drafts do not run: a curator validates them first. Check the parameters with get_skill.
     Example: run_skill(name="csv-export", params={"table": "orders"})"""
     hub = current_hub()
     hub.check_size("the parameters", params or {})
-    return plain(hub.current().run_skill(name, params or {}))
+    return plain(hub.current().run_skill(name, params or {}, untrusted=True))
 
 
 def trace_failure(

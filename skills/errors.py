@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-__all__ = ["PackageError", "ParamError", "SandboxError", "SkillError"]
+__all__ = [
+    "IsolationUnavailable",
+    "PackageError",
+    "ParamError",
+    "SandboxError",
+    "SkillError",
+]
 
 
 class SkillError(Exception):
@@ -32,3 +38,11 @@ class ParamError(SkillError):
 
 class SandboxError(SkillError):
     """The sandbox itself could not run a program (not an error raised by the program)."""
+
+
+class IsolationUnavailable(SandboxError):
+    """No isolation can start here, so executable skills do not run (fail closed).
+
+    The message says what is missing and how to install it; an operator may still run skills
+    without isolation through ``RunLimits(unsafe_no_isolation=True)`` (never over MCP).
+    """

@@ -453,9 +453,11 @@ def read_package(
         max_file_bytes: refuse any file of the package larger than this.
 
     Returns:
-        The skill dict. Without ``skill.json`` the version, status and domain come from the
-        front-matter ``metadata`` when valid, and ``license``, ``compatibility``,
-        ``allowed-tools`` and other metadata land in ``environment``.
+        The skill dict, always a ``draft``: a status written in ``skill.json`` or the front
+        matter is ignored, since validation and approval are a curator's acts, not a package's
+        claim. Without ``skill.json`` the version and domain come from the front-matter
+        ``metadata`` when valid, and ``license``, ``compatibility``, ``allowed-tools`` and other
+        metadata land in ``environment``.
 
     Raises:
         PackageError: naming the file and the problem.
@@ -496,7 +498,6 @@ def read_package(
     known_meta = {"version", "status", "mode", "domain", "tags"}
     environment.update({f"metadata.{k}": v for k, v in metadata.items() if k not in known_meta})
     version = metadata.get("version", "1")
-    status = metadata.get("status", "draft")
     skill: dict[str, Any] = {
         "name": name,
         "description": description,
@@ -511,7 +512,7 @@ def read_package(
         "tests": [],
         "tags": [t.strip() for t in metadata.get("tags", "").split(",") if t.strip()],
         "domain": metadata.get("domain") or None,
-        "status": status if status in STATUSES else "draft",
+        "status": "draft",
         "provenance": {"source": "import", "imported_from": where},
     }
 
@@ -530,6 +531,7 @@ def read_package(
         if problems:
             raise PackageError(jlabel, "; ".join(problems))
         declared_mode = extra.pop("mode", None)
+        extra.pop("status", None)  # a package never declares its own status: see the docstring
         skill.update(extra)
         skill["tests"] = [
             {"name": "test", "params": {}, "expect": None, "expect_error": False, **t}

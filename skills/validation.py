@@ -18,6 +18,7 @@ Guided skills have no program to test: ``approve`` moves a guided draft to ``app
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -60,7 +61,12 @@ def _same(value: Any, expect: Any) -> bool:
         return bool(value == expect)
 
 
-def run_tests(skill: Mapping[str, Any], *, limits: RunLimits | None = None) -> list[TestOutcome]:
+def run_tests(
+    skill: Mapping[str, Any],
+    *,
+    limits: RunLimits | None = None,
+    hidden: Sequence[str | os.PathLike[str]] = (),
+) -> list[TestOutcome]:
     """Run every test of an executable skill in the sandbox.
 
     A test passes when the run succeeds and, if ``expect`` is not None, the value equals it; a
@@ -69,6 +75,7 @@ def run_tests(skill: Mapping[str, Any], *, limits: RunLimits | None = None) -> l
     Args:
         skill: a ``SkillCreate``-shaped mapping with ``program`` and ``tests``.
         limits: sandbox limits for each run.
+        hidden: paths the sandbox masks (see ``run_program``).
 
     Returns:
         One ``TestOutcome`` per test, in order (empty when the skill has no tests).
@@ -95,6 +102,7 @@ def run_tests(skill: Mapping[str, Any], *, limits: RunLimits | None = None) -> l
                 parameters=dict(skill.get("parameters") or {}),
                 returns=dict(skill.get("returns") or {}),
                 limits=limits,
+                hidden=hidden,
             )
         except ParamError as exc:
             outcomes.append(TestOutcome(test_name, params, expect_error, None, str(exc), 0.0))

@@ -26,6 +26,22 @@ STATUS_STYLE = {
 }
 
 
+UnsafeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--unsafe-no-isolation",
+        help="Run skill code without bubblewrap where it is missing: NO file-system, process or "
+        "network boundary. An operator's explicit choice; never available over MCP.",
+    ),
+]
+
+
+def _limits(unsafe: bool, **kwargs: Any) -> Any:
+    from skills import RunLimits
+
+    return RunLimits(unsafe_no_isolation=unsafe, **kwargs)
+
+
 def _load_json(path: Path) -> Any:
     from kb.errors import Invalid
 
@@ -140,18 +156,32 @@ def update(
 @handle_errors
 def import_(
     path: Annotated[Path, typer.Argument(help="A folder tree of SKILL.md packages, or a .zip.")],
+    approve: Annotated[
+        bool, typer.Option("--approve", help="Approve the guided packages (you have read them).")
+    ] = False,
+    validate: Annotated[
+        bool,
+        typer.Option("--validate", help="Run the executable packages' tests; validate on pass."),
+    ] = False,
+    unsafe: UnsafeOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Import Agent Skills packages (SKILL.md folders); unsafe files are refused with the reason."""
+    """Import Agent Skills packages (SKILL.md folders). Each lands as a draft whatever status it
+    declares, unless --approve or --validate; unsafe files are refused with the reason."""
     with store() as kb, progress_bar("importing skills", None, enabled=not as_json) as advance:
-        report = kb.import_skills(path, progress=advance)
+        report = kb.import_skills(
+            path, approve=approve, validate=validate, limits=_limits(unsafe), progress=advance
+        )
     if as_json:
         print_json(report)
         return
     console.print(
         f"{len(report.added)} added, {len(report.versions)} new versions, "
+        f"{len(report.approved)} approved, {len(report.validated)} validated, "
         f"{len(report.skipped)} skipped"
     )
+    for item in report.not_validated:
+        console.print(f"  left a draft {item['path']}: {item['error']}", highlight=False)
     for skipped in report.skipped:
         console.print(f"  skipped {skipped['path']}: {skipped['error']}", highlight=False)
 
@@ -175,11 +205,12 @@ def export(
 @handle_errors
 def validate(
     name: Annotated[str, typer.Argument(help="Skill name.")],
+    unsafe: UnsafeOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Run the skill's tests in the sandbox and update its status (validated / broken)."""
     with store() as kb:
-        report = kb.validate_skill(name)
+        report = kb.validate_skill(name, limits=_limits(unsafe))
     if as_json:
         print_json(report)
     else:
@@ -228,11 +259,11 @@ def run(
         str, typer.Option("--params", "-p", help="Parameters as a JSON object.")
     ] = "{}",
     timeout: Annotated[float, typer.Option(help="Wall-clock limit, seconds.")] = 10.0,
+    unsafe: UnsafeOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Run an executable skill in the sandbox with JSON parameters."""
     from kb.errors import Invalid
-    from skills import RunLimits
 
     try:
         values = json.loads(params)
@@ -241,7 +272,7 @@ def run(
     if not isinstance(values, dict):
         raise Invalid("--params must be a JSON object")
     with store() as kb:
-        result = kb.run_skill(name, values, limits=RunLimits(timeout=timeout))
+        result = kb.run_skill(name, values, limits=_limits(unsafe, timeout=timeout))
     if as_json:
         print_json(result)
     elif result["ok"]:

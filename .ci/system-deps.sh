@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# System packages the tests need, installed through apt where we run as root and they are missing:
+#   bubblewrap  the skill sandbox (tests of executable skills fail without it: fail closed)
+# Elsewhere it prints what to install and carries on.
+set -euo pipefail
+need=()
+command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
+if ((${#need[@]} == 0)); then
+  exit 0
+fi
+if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing system packages: ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+else
+  echo "missing system packages: ${need[*]} (install them with your package manager)" >&2
+fi

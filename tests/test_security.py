@@ -374,3 +374,28 @@ def test_lossless_restore_keeps_statuses(tmp_path: Path) -> None:
     with KnowledgeBase.open(tmp_path / "b", embedder=HashEmbedder()) as kb:
         kb.import_file(tmp_path / "backup.jsonl")
         assert kb.get_skill("add-numbers").status == SkillStatus.validated
+
+
+def test_cli_without_isolation_is_one_clear_line_and_unsafe_is_explicit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from kb.cli import app
+
+    store = ["--store", str(tmp_path / "store")]
+    with KnowledgeBase.open(tmp_path / "store", embedder=HashEmbedder()) as kb:
+        kb.add_skill(ADD)
+    missing = skills.sandbox.Isolation(False, reason="bubblewrap (bwrap) is not installed")
+    monkeypatch.setattr(skills.sandbox, "_detect", lambda: (missing, None))
+    runner = CliRunner()
+    refused = runner.invoke(app, [*store, "skill", "run", "add-numbers", "-p", '{"a": 1, "b": 2}'])
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and "bubblewrap" in lines[0] and "--unsafe-no-isolation" in lines[0]
+    unsafe = runner.invoke(
+        app,
+        [*store, "skill", "run", "add-numbers", "-p", '{"a": 1, "b": 2}', "--unsafe-no-isolation"],
+    )
+    assert unsafe.exit_code == 0, unsafe.output
+    assert unsafe.stdout.strip() == "3"

@@ -7,14 +7,17 @@ imports ``kb``.
 from skills.archive import Rejection, read_tree
 from skills.curation import bump_version, parameter_signature, should_prune
 from skills.errors import PackageError, ParamError, SandboxError, SkillError
-from skills.format import (
-    is_slug,
+from skills.format import WARNING_RULES, PackageWarning, is_slug, slugify, to_skill_md
+from skills.mining import Candidate, coverage, mine
+from skills.package import (
+    PACKAGE_KEYS,
+    Resource,
+    make_resource,
+    package_digest,
+    package_files,
     read_package,
-    slugify,
-    to_skill_md,
     write_package,
 )
-from skills.mining import Candidate, coverage, mine
 from skills.sandbox import (
     RunLimits,
     RunResult,
@@ -26,10 +29,14 @@ from skills.sandbox import (
 from skills.validation import TestOutcome, approve, next_status, run_tests
 
 __all__ = [
+    "PACKAGE_KEYS",
+    "WARNING_RULES",
     "Candidate",
     "PackageError",
+    "PackageWarning",
     "ParamError",
     "Rejection",
+    "Resource",
     "RunLimits",
     "RunResult",
     "SandboxError",
@@ -40,8 +47,11 @@ __all__ = [
     "coverage",
     "is_slug",
     "isolation",
+    "make_resource",
     "mine",
     "next_status",
+    "package_digest",
+    "package_files",
     "parameter_signature",
     "read_package",
     "read_tree",

@@ -1,26 +1,31 @@
 """Safe reading of many skill packages from a folder tree or a ``.zip`` file.
 
 Symbolic links (in the tree or as zip members), ``..`` or absolute member paths (zip slip),
-files over a size limit, and trees over a file-count or total-size limit are refused; a package
-holding a refused file is skipped; one bad package never stops the others.
+files over a size limit, zip members that expand more than ``MAX_RATIO`` times their compressed
+size, and trees over a file-count or total-size limit are refused; a package holding a refused
+file is skipped; one bad package never stops the others. Zip members keep their Unix file modes.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import stat
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from skills.errors import PackageError
-from skills.format import MAX_FILE_BYTES, MAX_FILES, MAX_TOTAL_BYTES, is_slug, read_package
+from skills.format import MAX_FILE_BYTES, MAX_FILES, MAX_RATIO, MAX_TOTAL_BYTES, is_slug
+from skills.package import DEFAULT_MODE, read_package, walk
 
 __all__ = ["Rejection", "read_tree"]
+
+
+_RATIO_FLOOR = 1 << 16  # small members may compress well (a file of one repeated byte)
 
 
 @dataclass(frozen=True)
@@ -38,20 +43,12 @@ class _Scan:
     stopped: bool = False
 
 
-def _walk(root: Path) -> Iterator[Path]:
-    """Every path under ``root`` (depth first, sorted), never following links."""
-    for child in sorted(root.iterdir()):
-        yield child
-        if child.is_dir() and not child.is_symlink():
-            yield from _walk(child)
-
-
 def _scan_folder(
     root: Path, label: str, *, max_file_bytes: int, max_total_bytes: int, max_files: int
 ) -> _Scan:
     scan = _Scan(bad=[], rejections=[])
     total = count = 0
-    for path in _walk(root):
+    for path in walk(root):
         rel = PurePosixPath(path.relative_to(root).as_posix())
         shown = f"{label}/{rel}"
         mode = path.lstat().st_mode
@@ -116,6 +113,11 @@ def _extract_zip(
                 reason = "duplicate member name"
             elif info.file_size > max_file_bytes:
                 reason = f"{info.file_size} bytes; the limit is {max_file_bytes}"
+            elif info.file_size > _RATIO_FLOOR and info.file_size > MAX_RATIO * max(
+                info.compress_size, 1
+            ):
+                ratio = info.file_size // max(info.compress_size, 1)
+                reason = f"expands {ratio} times its compressed size; the limit is {MAX_RATIO}"
             seen.add(raw)
             if reason:
                 scan.bad.append((rel, reason))
@@ -153,12 +155,16 @@ def _extract_zip(
                 target.unlink()
                 scan.bad.append((rel, "larger than declared"))
                 scan.rejections.append(Rejection(shown, f"over {max_file_bytes} bytes"))
+                continue
+            # a member's Unix mode travels with it (kept readable so the package can be read)
+            mode = (info.external_attr >> 16) & 0o777 if info.create_system == 3 else 0
+            os.chmod(target, (mode or DEFAULT_MODE) | 0o400)
     return scan
 
 
-def _packages(root: Path, scan: _Scan, label: str, max_file_bytes: int) -> list[dict[str, Any]]:
+def _packages(root: Path, scan: _Scan, label: str, **options: Any) -> list[dict[str, Any]]:
     found = sorted(
-        {p.parent for p in _walk(root) if p.name in ("SKILL.md", "skill.md") and p.is_file()}
+        {p.parent for p in walk(root) if p.name in ("SKILL.md", "skill.md") and p.is_file()}
     )
     skills = []
     for folder in found:
@@ -172,7 +178,7 @@ def _packages(root: Path, scan: _Scan, label: str, max_file_bytes: int) -> list[
             scan.rejections.append(Rejection(f"{shown}/SKILL.md", f"package skipped: {bad} {why}"))
             continue
         try:
-            skills.append(read_package(folder, origin=shown, max_file_bytes=max_file_bytes))
+            skills.append(read_package(folder, origin=shown, **options))
         except PackageError as exc:
             scan.rejections.append(Rejection(exc.path, exc.reason))
         except OSError as exc:
@@ -186,6 +192,7 @@ def read_tree(
     max_file_bytes: int = MAX_FILE_BYTES,
     max_total_bytes: int = MAX_TOTAL_BYTES,
     max_files: int = MAX_FILES,
+    files: bool = False,
 ) -> tuple[list[dict[str, Any]], list[Rejection]]:
     """Read every ``SKILL.md`` package under a folder or inside a ``.zip`` file.
 
@@ -196,11 +203,22 @@ def read_tree(
 
     Args:
         root: a folder (itself a package, or holding packages at any depth) or a ``.zip`` file.
+        max_file_bytes, max_total_bytes, max_files: the limits (of one file, of the whole tree).
+        files: give each skill its package too (``skill_md``, ``resources``, ``warnings``,
+            ``digest``...: see ``skills.package.read_package``); off, only ``SkillCreate`` keys.
 
     Returns:
-        (skill dicts, rejections), each rejection naming the file and the reason.
+        (skill dicts, rejections), each rejection naming the file and the reason. A package that
+        breaks only spec rules (say, a description over 1,024 characters) is read; with
+        ``files`` its ``warnings`` name each rule.
     """
     root = Path(root)
+    options: dict[str, Any] = {
+        "max_file_bytes": max_file_bytes,
+        "max_total_bytes": max_total_bytes,
+        "max_files": max_files,
+        "files": files,
+    }
     if root.is_symlink():
         return [], [Rejection(str(root), "is a symbolic link; links are not followed")]
     if root.is_file() and root.suffix.lower() == ".zip":
@@ -217,7 +235,7 @@ def read_tree(
             )
             if scan.stopped:
                 return [], scan.rejections
-            skills = _packages(dest, scan, root.name, max_file_bytes)
+            skills = _packages(dest, scan, root.name, **options)
         return skills, scan.rejections
     if not root.is_dir():
         return [], [Rejection(str(root), "is neither a folder nor a .zip file")]
@@ -230,4 +248,4 @@ def read_tree(
     )
     if scan.stopped:
         return [], scan.rejections
-    return _packages(root, scan, str(root), max_file_bytes), scan.rejections
+    return _packages(root, scan, str(root), **options), scan.rejections

@@ -1,15 +1,23 @@
-"""The Agent Skills package format (a ``SKILL.md`` folder) and safe reading of package trees.
+"""The Agent Skills ``SKILL.md`` text format, our ``skill.json``, and how they become a skill dict.
 
 A package is a folder ``NAME/`` holding:
 
-* ``SKILL.md``: YAML front matter between ``---`` lines with only the keys ``name``,
+* ``SKILL.md``: YAML front matter between ``---`` lines (the spec's keys are ``name``,
   ``description``, ``license``, ``compatibility``, ``metadata`` (string map) and
-  ``allowed-tools``; the Markdown body is the guidance (``## When to use``, ``## Steps``, ...);
+  ``allowed-tools``) and a Markdown body, the author's guidance;
 * ``skill.json`` (ours): version, status, mode, scope, parameters, returns, tests, provenance,
-  environment, tags, domain;
-* ``scripts/run.py`` for executable skills: the program exposing ``run(**params)``.
+  environment, tags, domain, and the description or steps when ``SKILL.md`` cannot say them;
+* ``scripts/run.py`` for executable skills: the program exposing ``run(**params)``;
+* any other files (``scripts/``, ``references/``, ``assets/``, binaries...), kept byte for byte.
 
-Reading many packages at once (a folder tree or a zip) is in ``skills.archive``.
+This module works on text; the folder (files, modes, digests, writing) is ``skills.package``, and
+many packages at once (a folder tree or a zip) are ``skills.archive``.
+
+Reading is lenient where only the spec is strict: a description over 1,024 characters, unknown
+front-matter keys, a name that does not match its folder or is not a slug each give a
+``PackageWarning`` (rule, path, detail) and the package still reads. What makes a package
+unreadable (no front matter, invalid YAML, no name or description, a broken ``skill.json``) raises
+``PackageError``.
 
 Skills travel as plain dicts shaped like ``kb.models.SkillCreate``.
 """
@@ -22,8 +30,7 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from datetime import date, datetime
-from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import yaml
 from jsonschema import Draft202012Validator
@@ -34,11 +41,19 @@ __all__ = [
     "FRONT_MATTER_KEYS",
     "MAX_DESCRIPTION",
     "SKILL_JSON_SCHEMA",
+    "WARNING_RULES",
+    "PackageWarning",
+    "cut_description",
+    "decode_text",
+    "dump_json",
     "is_slug",
-    "read_package",
+    "patch_front_matter",
+    "render_skill_md",
+    "skill_from_text",
+    "skill_json",
     "slugify",
+    "split_front_matter",
     "to_skill_md",
-    "write_package",
 ]
 
 MAX_NAME = 64
@@ -52,6 +67,36 @@ MODES = ("executable", "guided")
 MAX_FILE_BYTES = 1 << 20
 MAX_TOTAL_BYTES = 50 << 20
 MAX_FILES = 1000
+MAX_RATIO = 100
+"""A zip member expanding more than this many times its compressed size is refused."""
+
+WARNING_RULES: dict[str, str] = {
+    "description-length": "the spec limits 'description' to 1,024 characters",
+    "compatibility-length": "the spec limits 'compatibility' to 500 characters",
+    "unknown-field": "the spec allows only name, description, license, compatibility, "
+    "metadata and allowed-tools in the front matter",
+    "field-type": "a front-matter field has a type the spec does not allow; it is ignored",
+    "name-format": "the spec wants a lowercase name of letters, digits and single hyphens; "
+    "the skill is stored under the slug of the name",
+    "name-mismatch": "the spec wants the folder named after the skill; export writes NAME/",
+    "skill-md-name": "the file is written back as SKILL.md",
+    "program-ignored": "scripts/run.py is not a program with run(**params); it is kept as a "
+    "file and the skill is guided",
+}
+"""The rules a package may break and still be read, each with what it means."""
+
+
+class PackageWarning(TypedDict):
+    """A rule a package breaks that does not stop it from being read."""
+
+    rule: str
+    path: str
+    detail: str
+
+
+def _warning(rule: str, path: str, detail: str) -> PackageWarning:
+    return {"rule": rule, "path": path, "detail": detail}
+
 
 _SLUG_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 _NOT_SLUG = re.compile(r"[^a-z0-9]+")
@@ -98,6 +143,8 @@ SKILL_JSON_SCHEMA: dict[str, Any] = {
         "environment": _STR_MAP,
         "tags": {"type": "array", "items": {"type": "string"}},
         "domain": _OPT_STR,
+        "description": {"type": "string", "minLength": 1},
+        "steps": {"type": "array", "items": {"type": "string"}},
     },
 }
 """JSON Schema of ``skill.json``."""
@@ -165,7 +212,7 @@ def _yaml_key(text: str) -> str:
     return _yaml_str(text)
 
 
-def _cut_description(text: str) -> str:
+def cut_description(text: str) -> str:
     """Cut a long description at the last sentence end before the limit."""
     if len(text) <= MAX_DESCRIPTION:
         return text
@@ -191,7 +238,7 @@ def _front_matter(skill: Mapping[str, Any]) -> dict[str, Any]:
         metadata["tags"] = ", ".join(str(t) for t in skill["tags"])
     front: dict[str, Any] = {
         "name": skill["name"],
-        "description": _cut_description(str(skill["description"]).strip()),
+        "description": cut_description(str(skill["description"]).strip()),
     }
     if environment.get("license"):
         front["license"] = environment["license"]
@@ -221,16 +268,28 @@ def _param_lines(parameters: Mapping[str, Any]) -> list[str]:
 
 
 def to_skill_md(skill: Mapping[str, Any]) -> str:
-    """Render a skill dict as the text of its ``SKILL.md``.
+    """The text of a skill's ``SKILL.md``: the one ``write_package`` writes.
 
     Args:
-        skill: a ``SkillCreate``-shaped mapping (``name`` and ``description`` required).
+        skill: a ``SkillCreate``-shaped mapping (``name`` and ``description`` required); with
+            ``skill_md`` (the package's original text) that text is kept, verbatim while the skill
+            is unchanged (see ``skills.package.package_files``).
 
     Returns:
-        Front matter (description cut to 1,024 characters at a sentence end; version, status,
-        mode, domain and tags in ``metadata``) and a Markdown body: the whole description when it
-        was cut, ``## When to use`` (scope), ``## Steps`` (numbered) and ``## Parameters``.
+        Without ``skill_md``: front matter (description cut to 1,024 characters at a sentence end;
+        version, status, mode, domain and tags in ``metadata``) and a Markdown body: the whole
+        description when it was cut, ``## When to use`` (scope), ``## Steps`` (numbered) and
+        ``## Parameters``.
     """
+    if skill.get("skill_md") is not None:
+        from skills.package import package_files
+
+        return package_files(skill)[0]["data"].decode("utf-8")
+    return render_skill_md(skill)
+
+
+def render_skill_md(skill: Mapping[str, Any]) -> str:
+    """A new ``SKILL.md`` for ``skill`` (ignoring any original text): see ``to_skill_md``."""
     name = str(skill.get("name", ""))
     if not is_slug(name):
         raise SkillError(f"skill name {name!r} is not a valid slug; try {slugify(name)!r}")
@@ -273,7 +332,16 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def _skill_json(skill: Mapping[str, Any]) -> dict[str, Any]:
+def skill_json(
+    skill: Mapping[str, Any], *, said: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The ``skill.json`` document of ``skill``.
+
+    Args:
+        skill: a ``SkillCreate``-shaped mapping.
+        said: the skill as its ``SKILL.md`` alone reads; the description and steps are written
+            here only where they differ from it (never by rewriting the author's body).
+    """
     program = skill.get("program")
     tests = [
         {
@@ -285,7 +353,7 @@ def _skill_json(skill: Mapping[str, Any]) -> dict[str, Any]:
         for t in skill.get("tests") or []
     ]
     provenance = {k: v for k, v in dict(skill.get("provenance") or {}).items() if v is not None}
-    return {
+    meta: dict[str, Any] = {
         "version": int(skill.get("version", 1)),
         "status": str(skill.get("status", "draft")),
         "mode": str(skill.get("mode") or ("executable" if program else "guided")),
@@ -298,53 +366,47 @@ def _skill_json(skill: Mapping[str, Any]) -> dict[str, Any]:
         "tags": [str(t) for t in skill.get("tags") or []],
         "domain": skill.get("domain"),
     }
+    if said is not None:
+        description = str(skill.get("description") or "").strip()
+        if description != said.get("description"):
+            meta["description"] = description
+        steps = [str(s) for s in skill.get("steps") or []]
+        if steps != said.get("steps"):
+            meta["steps"] = steps
+    return meta
 
 
-def write_package(skill: Mapping[str, Any], dest: Path) -> Path:
-    """Write ``dest/NAME/`` (``SKILL.md``, ``skill.json``, ``scripts/run.py`` if executable).
-
-    Args:
-        skill: a ``SkillCreate``-shaped mapping.
-        dest: the folder to write the package folder into (created if missing).
-
-    Returns:
-        The package folder. A stale ``scripts/run.py`` is removed for a guided skill.
-    """
-    text = to_skill_md(skill)
-    meta = json.dumps(_skill_json(skill), indent=2, ensure_ascii=False, default=_jsonable)
-    folder = Path(dest) / str(skill["name"])
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "SKILL.md").write_text(text, encoding="utf-8")
-    (folder / "skill.json").write_text(meta + "\n", encoding="utf-8")
-    script = folder / "scripts" / "run.py"
-    if skill.get("program"):
-        script.parent.mkdir(exist_ok=True)
-        script.write_text(str(skill["program"]), encoding="utf-8")
-    elif script.exists():
-        script.unlink()
-    return folder
+def dump_json(meta: Mapping[str, Any]) -> str:
+    """``skill.json`` text: two-space indented, UTF-8, a final newline."""
+    return json.dumps(meta, indent=2, ensure_ascii=False, default=_jsonable) + "\n"
 
 
 # -- reading --------------------------------------------------------------------------------------
-def _read_text(path: Path, label: str, max_bytes: int) -> str:
-    if path.is_symlink():
-        raise PackageError(label, "is a symbolic link; links are not followed")
-    size = path.stat().st_size
-    if size > max_bytes:
-        raise PackageError(label, f"is {size} bytes; the limit is {max_bytes}")
+def decode_text(data: bytes, label: str) -> str:
+    """``data`` as UTF-8 text, exactly as stored (no newline translation).
+
+    Raises:
+        PackageError: naming ``label`` when ``data`` is not UTF-8.
+    """
     try:
-        return path.read_text(encoding="utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PackageError(label, f"is not UTF-8 text ({exc.reason})") from exc
 
 
-def _split_front_matter(text: str, label: str) -> tuple[dict[str, Any], str]:
+def _front_lines(text: str, label: str) -> tuple[list[str], int]:
+    """The lines of ``text`` (BOM dropped) and the index of the line closing the front matter."""
     lines = text.lstrip("\ufeff").split("\n")
     if not lines or lines[0].rstrip() != "---":
         raise PackageError(label, "does not start with YAML front matter (a '---' line)")
     end = next((i for i in range(1, len(lines)) if lines[i].rstrip() == "---"), None)
     if end is None:
         raise PackageError(label, "front matter is not closed with a '---' line")
+    return lines, end
+
+
+def split_front_matter(text: str, label: str) -> tuple[dict[str, Any], str]:
+    lines, end = _front_lines(text, label)
     try:
         front = yaml.safe_load("\n".join(lines[1:end]))
     except yaml.YAMLError as exc:
@@ -354,36 +416,85 @@ def _split_front_matter(text: str, label: str) -> tuple[dict[str, Any], str]:
     return front, "\n".join(lines[end + 1 :])
 
 
-def _check_front(front: dict[str, Any], label: str) -> None:
-    unknown = sorted(str(k) for k in front if k not in FRONT_MATTER_KEYS)
-    if unknown:
-        allowed = ", ".join(sorted(FRONT_MATTER_KEYS))
-        raise PackageError(label, f"unknown front-matter key(s) {unknown}; allowed: {allowed}")
+def _scalar(value: Any) -> str | None:
+    """A YAML scalar as the string the spec's parser reads; None for anything else."""
+    if isinstance(value, str | int | float | bool | date):
+        return str(value)
+    return None
+
+
+def _check_front(
+    front: dict[str, Any], label: str, folder_name: str | None
+) -> tuple[str, list[PackageWarning]]:
+    """The skill name, and a warning for each spec rule ``front`` breaks.
+
+    Raises:
+        PackageError: without a non-empty string ``name`` or ``description``.
+    """
     for key in ("name", "description"):
         if not isinstance(front.get(key), str) or not front[key].strip():
             raise PackageError(label, f"front matter needs a non-empty string '{key}'")
+    found: list[PackageWarning] = []
+    unknown = sorted(str(k) for k in front if k not in FRONT_MATTER_KEYS)
+    if unknown:
+        allowed = ", ".join(sorted(FRONT_MATTER_KEYS))
+        found.append(
+            _warning(
+                "unknown-field", label, f"unknown front-matter key(s) {unknown}; allowed: {allowed}"
+            )
+        )
     if len(front["description"]) > MAX_DESCRIPTION:
-        raise PackageError(
-            label,
-            f"description is {len(front['description'])} characters; the limit is {MAX_DESCRIPTION}",
+        found.append(
+            _warning(
+                "description-length",
+                label,
+                f"description is {len(front['description'])} characters; "
+                f"the limit is {MAX_DESCRIPTION}",
+            )
         )
     for key in ("license", "compatibility"):
-        if key in front and not isinstance(front[key], str):
-            raise PackageError(label, f"'{key}' must be a string")
-    if len(front.get("compatibility") or "") > MAX_COMPATIBILITY:
-        raise PackageError(label, f"'compatibility' is over {MAX_COMPATIBILITY} characters")
+        if front.get(key) is not None and _scalar(front[key]) is None:
+            found.append(_warning("field-type", label, f"'{key}' must be a string"))
+    compatibility = _scalar(front.get("compatibility")) or ""
+    if len(compatibility) > MAX_COMPATIBILITY:
+        found.append(
+            _warning(
+                "compatibility-length",
+                label,
+                f"'compatibility' is {len(compatibility)} characters; "
+                f"the limit is {MAX_COMPATIBILITY}",
+            )
+        )
     tools = front.get("allowed-tools")
     if tools is not None and not (
         isinstance(tools, str)
         or (isinstance(tools, list) and all(isinstance(t, str) for t in tools))
     ):
-        raise PackageError(label, "'allowed-tools' must be a string (or a list of strings)")
+        found.append(
+            _warning("field-type", label, "'allowed-tools' must be a string (or a list of strings)")
+        )
     meta = front.get("metadata")
     if meta is not None and not (
-        isinstance(meta, dict)
-        and all(isinstance(v, str | int | float | bool) for v in meta.values())
+        isinstance(meta, dict) and all(_scalar(v) is not None for v in meta.values())
     ):
-        raise PackageError(label, "'metadata' must be a map of strings to strings")
+        found.append(
+            _warning("field-type", label, "'metadata' must be a map of strings to strings")
+        )
+    raw = front["name"].strip()
+    name = raw if is_slug(raw) else slugify(raw)
+    if name != raw:
+        found.append(
+            _warning("name-format", label, f"name {raw!r} is not a valid slug; stored as {name!r}")
+        )
+    if folder_name is not None and raw != folder_name:
+        found.append(
+            _warning(
+                "name-mismatch",
+                label,
+                f"name {raw!r} does not match the folder name {folder_name!r}",
+            )
+        )
+    return name, found
 
 
 def _sections(body: str) -> tuple[list[str], dict[str, str]]:
@@ -442,42 +553,8 @@ def _check_program(source: str, label: str) -> None:
         raise PackageError(label, "defines no top-level function 'run(**params)'")
 
 
-def read_package(
-    folder: Path, *, origin: str | None = None, max_file_bytes: int = MAX_FILE_BYTES
-) -> dict[str, Any]:
-    """Read one package folder into a ``SkillCreate``-shaped dict.
-
-    Args:
-        folder: the package folder (its name must equal the skill name).
-        origin: how to name the package in provenance and errors (default: the folder path).
-        max_file_bytes: refuse any file of the package larger than this.
-
-    Returns:
-        The skill dict, always a ``draft``: a status written in ``skill.json`` or the front
-        matter is ignored, since validation and approval are a curator's acts, not a package's
-        claim. Without ``skill.json`` the version and domain come from the front-matter
-        ``metadata`` when valid, and ``license``, ``compatibility``, ``allowed-tools`` and other
-        metadata land in ``environment``.
-
-    Raises:
-        PackageError: naming the file and the problem.
-    """
-    folder = Path(folder)
-    where = origin or str(folder)
-    md_path = folder / "SKILL.md"
-    if not md_path.exists() and (folder / "skill.md").exists():
-        md_path = folder / "skill.md"
-    label = f"{where}/{md_path.name}"
-    if not md_path.is_file():
-        raise PackageError(label, "is missing")
-    front, body = _split_front_matter(_read_text(md_path, label, max_file_bytes), label)
-    _check_front(front, label)
-    name = front["name"].strip()
-    if not is_slug(name):
-        raise PackageError(label, f"name {name!r} is not a valid slug; try {slugify(name)!r}")
-    if name != folder.name:
-        raise PackageError(label, f"name {name!r} does not match the folder name {folder.name!r}")
-
+def _front_skill(front: dict[str, Any], body: str, name: str, where: str) -> dict[str, Any]:
+    """The skill that front matter and body alone say (before ``skill.json`` and the program)."""
     head, sections = _sections(body)
     description = front["description"].strip()
     long_text = sections.get(_DESCRIPTION_HEADING.lower(), "")
@@ -489,16 +566,24 @@ def read_package(
         rest = [t for h, t in sections.items() if h not in _SECTIONS_OWNED]
         steps = _paragraphs("\n\n".join(["\n".join(head), *rest]))
 
-    metadata = {str(k): str(v) for k, v in (front.get("metadata") or {}).items()}
+    raw_meta = front.get("metadata")
+    metadata = {
+        str(k): text
+        for k, v in (raw_meta.items() if isinstance(raw_meta, dict) else ())
+        if (text := _scalar(v)) is not None
+    }
     environment: dict[str, str] = {}
     for key in ("license", "compatibility", "allowed-tools"):
         value = front.get(key)
-        if value:
-            environment[key] = " ".join(value) if isinstance(value, list) else str(value)
+        if isinstance(value, list) and all(isinstance(t, str) for t in value):
+            value = " ".join(value)
+        text = _scalar(value)
+        if text:
+            environment[key] = text
     known_meta = {"version", "status", "mode", "domain", "tags"}
     environment.update({f"metadata.{k}": v for k, v in metadata.items() if k not in known_meta})
     version = metadata.get("version", "1")
-    skill: dict[str, Any] = {
+    return {
         "name": name,
         "description": description,
         "version": int(version) if version.isdigit() and int(version) >= 1 else 1,
@@ -516,46 +601,172 @@ def read_package(
         "provenance": {"source": "import", "imported_from": where},
     }
 
-    json_path = folder / "skill.json"
-    declared_mode = None
-    if json_path.exists():
-        jlabel = f"{where}/skill.json"
-        try:
-            extra = json.loads(_read_text(json_path, jlabel, max_file_bytes))
-        except json.JSONDecodeError as exc:
-            raise PackageError(jlabel, f"is not valid JSON: {exc}") from exc
-        problems = sorted(
-            f"{'/'.join(map(str, e.absolute_path)) or '(top level)'}: {e.message}"
-            for e in Draft202012Validator(SKILL_JSON_SCHEMA).iter_errors(extra)
-        )
-        if problems:
-            raise PackageError(jlabel, "; ".join(problems))
-        declared_mode = extra.pop("mode", None)
-        extra.pop("status", None)  # a package never declares its own status: see the docstring
-        skill.update(extra)
-        skill["tests"] = [
-            {"name": "test", "params": {}, "expect": None, "expect_error": False, **t}
-            for t in skill["tests"]
-        ]
 
-    script = folder / "scripts" / "run.py"
-    if script.exists():
+def _apply_skill_json(skill: dict[str, Any], data: bytes, label: str) -> str | None:
+    """Update ``skill`` from a ``skill.json``; return the mode it declares."""
+    try:
+        extra = json.loads(decode_text(data, label))
+    except json.JSONDecodeError as exc:
+        raise PackageError(label, f"is not valid JSON: {exc}") from exc
+    problems = sorted(
+        f"{'/'.join(map(str, e.absolute_path)) or '(top level)'}: {e.message}"
+        for e in Draft202012Validator(SKILL_JSON_SCHEMA).iter_errors(extra)
+    )
+    if problems:
+        raise PackageError(label, "; ".join(problems))
+    declared: str | None = extra.pop("mode", None)
+    extra.pop("status", None)  # a package never declares its own status: see read_package
+    if "description" in extra:
+        extra["description"] = extra["description"].strip()
+    skill.update(extra)
+    skill["tests"] = [
+        {"name": "test", "params": {}, "expect": None, "expect_error": False, **t}
+        for t in skill["tests"]
+    ]
+    return declared
+
+
+def skill_from_text(
+    skill_md: str,
+    *,
+    skill_json: bytes | None = None,
+    run_py: bytes | None = None,
+    where: str = ".",
+    folder_name: str | None = None,
+    md_name: str = "SKILL.md",
+) -> tuple[dict[str, Any], list[PackageWarning]]:
+    """Interpret a package's ``SKILL.md`` (plus its ``skill.json`` and ``scripts/run.py``).
+
+    Args:
+        skill_md: the text of ``SKILL.md``.
+        skill_json: the bytes of ``skill.json``, if the package has one: it overrides what
+            ``SKILL.md`` says and must match ``SKILL_JSON_SCHEMA``.
+        run_py: the bytes of ``scripts/run.py``, if any: the program of an executable skill,
+            unless ``skill.json`` declares the skill ``guided`` (then it is just a file). Without
+            ``skill.json`` (a third-party package) a file that is not such a program is only a
+            warning (``program-ignored``); with it, an error.
+        where: how to name the package in provenance and errors.
+        folder_name: the package folder's name, checked against ``name`` (None: not checked).
+        md_name: the file name used in messages.
+
+    Returns:
+        (the skill dict, always a ``draft``; the warnings, each naming its rule).
+
+    Raises:
+        PackageError: naming the file and the problem.
+    """
+    label = f"{where}/{md_name}"
+    front, body = split_front_matter(skill_md, label)
+    name, found = _check_front(front, label, folder_name)
+    skill = _front_skill(front, body, name, where)
+    declared = None
+    if skill_json is not None:
+        declared = _apply_skill_json(skill, skill_json, f"{where}/skill.json")
+    if run_py is not None and declared != "guided":
         slabel = f"{where}/scripts/run.py"
-        skill["program"] = _read_text(script, slabel, max_file_bytes)
-        _check_program(skill["program"], slabel)
-        skill["mode"] = "executable"
-    if declared_mode and declared_mode != skill["mode"]:
+        try:
+            program = decode_text(run_py, slabel)
+            _check_program(program, slabel)
+        except PackageError as exc:
+            if skill_json is not None:
+                raise
+            found.append(_warning("program-ignored", slabel, exc.reason))
+        else:
+            skill["program"] = program
+            skill["mode"] = "executable"
+    if declared and declared != skill["mode"]:
         raise PackageError(
             f"{where}/skill.json",
-            f"mode is {declared_mode!r} but the package "
+            f"mode is {declared!r} but the package "
             + ("has" if skill["program"] else "has no")
             + " scripts/run.py",
         )
-    return skill
+    return skill, found
+
+
+# -- patching the front matter --------------------------------------------------------------------
+_TOP_KEY = re.compile(
+    r"""^(?P<key>[A-Za-z0-9_][A-Za-z0-9_.-]*|"[^"\\]*"|'[^']*')[ \t]*:(?:[ \t]|$)"""
+)
+
+
+def _emit(key: str, value: Any) -> list[str]:
+    if isinstance(value, Mapping):
+        return [
+            f"{key}:",
+            *(f"  {_yaml_key(str(k))}: {_yaml_str(str(v))}" for k, v in value.items()),
+        ]
+    if isinstance(value, str):
+        return [f"{key}: {_yaml_str(value)}"]
+    dumped = yaml.safe_dump({key: value}, sort_keys=False, allow_unicode=True, width=1 << 16)
+    return dumped.rstrip("\n").split("\n")
+
+
+def patch_front_matter(text: str, changes: Mapping[str, Any]) -> str:
+    """``text`` (a ``SKILL.md``) with only the top-level front-matter keys in ``changes`` rewritten.
+
+    Every other line (other keys, their formatting and comments, the body) is kept byte for byte.
+
+    Args:
+        text: the SKILL.md text.
+        changes: key -> new value (a string, or a string map for ``metadata``); None removes the
+            key. A key not present is added at the end of the front matter.
+
+    Returns:
+        The new text. When the front matter is too unusual to patch line by line (the result would
+        not read back as intended) it is re-emitted whole; the body is kept either way.
+    """
+    label = "SKILL.md"
+    bom = "\ufeff" if text.startswith("\ufeff") else ""
+    lines, end = _front_lines(text, label)
+    cr = "\r" if lines[0].endswith("\r") else ""
+    blocks: list[tuple[str | None, list[str]]] = []
+    for line in lines[1:end]:
+        match = _TOP_KEY.match(line)
+        if match:
+            key = match.group("key")
+            blocks.append((key[1:-1] if key[0] in "\"'" else key, [line]))
+        elif blocks and (not line.strip() or line[0] in " \t-"):
+            blocks[-1][1].append(line)
+        else:
+            blocks.append((None, [line]))
+    pending = dict(changes)
+    out: list[str] = []
+    for key, block in blocks:
+        if key is not None and key in pending:
+            value = pending.pop(key)
+            trailing: list[str] = []
+            while len(block) > 1 and not block[-1].strip():
+                trailing.insert(0, block.pop())
+            if value is not None:
+                out.extend(line + cr for line in _emit(key, value))
+            out.extend(trailing)
+        else:
+            out.extend(block)
+    for key, value in pending.items():
+        if value is not None:
+            out.extend(line + cr for line in _emit(key, value))
+    patched = bom + "\n".join([lines[0], *out, *lines[end:]])
+
+    original, _ = split_front_matter(text, label)
+    expected = {k: v for k, v in {**original, **changes}.items() if v is not None}
+    try:
+        got, _ = split_front_matter(patched, label)
+    except PackageError:
+        got = None
+    if got != expected:
+        front = [line + cr for key, value in expected.items() for line in _emit(str(key), value)]
+        patched = bom + "\n".join([lines[0], *front, *lines[end:]])
+    return patched
 
 
 def __getattr__(name: str) -> Any:
-    """``Rejection`` and ``read_tree`` live in ``skills.archive``; re-exported lazily here."""
+    """``read_package`` and ``write_package`` live in ``skills.package``, ``Rejection`` and
+    ``read_tree`` in ``skills.archive``; re-exported lazily here."""
+    if name in ("read_package", "write_package"):
+        from skills import package
+
+        return getattr(package, name)
     if name in ("Rejection", "read_tree"):
         from skills import archive
 

@@ -183,11 +183,11 @@ def test_foreign_package_without_skill_json(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("front", "match"),
     [
-        ("name: bad-pkg\ndescription: x\nauthor: me", "unknown front-matter key"),
-        ("name: bad-pkg\ndescription: " + "x" * 1100, "1100 characters"),
-        ("name: other-name\ndescription: x", "does not match the folder name"),
-        ("name: Bad_Pkg\ndescription: x", "not a valid slug"),
+        # unknown keys, a long description, a name that is not a slug or not the folder's: these
+        # only break the spec, so they read with a warning (tests/test_skills_packages.py)
         ("name: bad-pkg", "non-empty string 'description'"),
+        ("description: x", "non-empty string 'name'"),
+        ("---\nname: bad-pkg\ndescription: x", "front matter must be a YAML mapping"),
         ("name: [unclosed\ndescription: x", "not valid YAML"),
         ("name: bad-pkg\ndescription: !!python/object:os.system x", "not valid YAML"),
     ],
@@ -225,7 +225,7 @@ def test_read_tree_folder(tmp_path: Path) -> None:
     root = tmp_path / "library"
     write_package(executable_skill(), root)
     write_package(executable_skill(name="nested-one", program=None, mode="guided"), root / "deep")
-    write_md(root / "broken", "name: broken\ndescription: x\nbogus: 1")
+    write_md(root / "broken", "name: broken\nbogus: 1")
     linked = write_md(root / "linked", "name: linked\ndescription: x")
     os.symlink("/etc/passwd", linked / "secret.txt")
     big = write_md(root / "big", "name: big\ndescription: x")
@@ -234,7 +234,7 @@ def test_read_tree_folder(tmp_path: Path) -> None:
     skills, rejections = read_tree(root, max_file_bytes=4000)
     assert sorted(s["name"] for s in skills) == ["add-numbers", "nested-one"]
     reasons = {Path(r.path).parts[-2:]: r.reason for r in rejections}
-    assert "unknown front-matter key" in reasons[("broken", "SKILL.md")]
+    assert "non-empty string 'description'" in reasons[("broken", "SKILL.md")]
     assert "symbolic link" in reasons[("linked", "secret.txt")]
     assert "package skipped" in reasons[("linked", "SKILL.md")]
     assert "5000 bytes" in reasons[("big", "data.bin")]

@@ -1,6 +1,6 @@
 """Ingest throughput: experiences/s through ``add_experiences`` vs the raw model's texts/s.
 
-Both sides see the same distinct texts: the store embeds ``KnowledgeBase.embed_text(exp)`` of each
+Both sides see the same distinct texts: the store embeds ``embed_text(exp)`` of each
 experience, and the baseline encodes exactly those texts with the same model object, with no cache,
 in the same run (once before and once after the ingest; the mean is used). Experiences come from
 the tau-bench trajectories in ../shared/data (generated ones when that is absent), deduplicated by
@@ -29,13 +29,14 @@ from benchmarks.common import TimedEmbedder, machine, tau_experiences, write  # 
 from kb.embeddings import SentenceTransformerEmbedder  # noqa: E402
 from kb.models import Experience, ExperienceCreate, signature_of  # noqa: E402
 from kb.service import KnowledgeBase  # noqa: E402
+from kb.store import embed_text as stored_text  # noqa: E402
 
 
 def embed_text(exp: ExperienceCreate) -> str:
     stored = Experience(
         **exp.model_dump(), id="exp_probe", namespace="default", signature=signature_of(exp.steps)
     )
-    return KnowledgeBase.embed_text(stored)
+    return stored_text(stored)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         KnowledgeBase.open(Path(tmp) / "store", embedder=timed) as kb,
     ):
         started = time.perf_counter()
-        ids = kb.add_experiences(records)
+        ids = [r.id for r in kb.add_experiences(records)]
         ingest = time.perf_counter() - started
         stats = kb.stats()
         assert len(ids) == n == stats.experiences and stats.pending_index == 0

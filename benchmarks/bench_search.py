@@ -45,6 +45,7 @@ from benchmarks.common import (  # noqa: E402
 from kb.embeddings import SentenceTransformerEmbedder  # noqa: E402
 from kb.models import Experience, ExperienceCreate, new_id, signature_of  # noqa: E402
 from kb.service import KnowledgeBase  # noqa: E402
+from kb.store import embed_text  # noqa: E402
 
 FILE_RECORDS = 20_000  # records per import file (keeps each file well under the import size cap)
 
@@ -61,7 +62,7 @@ def base_records(n: int) -> list[Experience]:
         exp = Experience(
             **data, id="exp_base", namespace="default", signature=signature_of(create.steps[:6])
         )
-        text = KnowledgeBase.embed_text(exp)
+        text = embed_text(exp)
         if text not in seen:
             seen.add(text)
             out.append(exp)
@@ -180,7 +181,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     model.encode(["warm up the model"] * 8)
     base = base_records(args.base)
     started = time.perf_counter()
-    vectors = model.encode([KnowledgeBase.embed_text(b) for b in base])
+    vectors = model.encode([embed_text(b) for b in base])
     embed_base = time.perf_counter() - started
     print(f"embedded {len(base)} distinct base texts in {embed_base:.1f}s")
     queries = queries_for(args.queries)
@@ -214,7 +215,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         "import": round(imported, 1),
                         "optimize": round(optimized, 1),
                     },
-                    indexes=sorted(i.name for i in kb.index.table.list_indices()),
+                    indexes=sorted(i.name for i in kb.store.items.table.list_indices()),
                 )
                 results.append(row)
                 print(json.dumps(row))

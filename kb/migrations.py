@@ -1,21 +1,128 @@
 """Numbered schema migrations, recorded in the ``schema_migrations`` table.
 
 Each migration is a function of a SQLAlchemy connection; it runs once, in order, inside a
-transaction. Add new ones at the end; never edit one that has shipped.
+transaction. Add new ones at the end; never edit one that has shipped. A migration spells out its
+own tables (SQLAlchemy Core, dialect-neutral) instead of deriving them from ``kb.models``, so a
+later change to a model can never change what an old migration does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import Connection, text
-from sqlmodel import SQLModel
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Connection,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    text,
+)
 
-import kb.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+
+def _v1_schema() -> MetaData:
+    """The schema as release 0.1.0 shipped it (frozen)."""
+    v1 = MetaData()
+    stamp = DateTime(timezone=True)
+    Table(
+        "experiences",
+        v1,
+        Column("id", String(), primary_key=True),
+        Column("namespace", String(), nullable=False, index=True),
+        Column("task", String(), nullable=False),
+        Column("domain", String(), index=True),
+        Column("outcome", String(), nullable=False),
+        Column("source_id", String(), index=True),
+        Column("data", JSON(), nullable=False),
+        Column("created_at", stamp, nullable=False, index=True),
+        Column("updated_at", stamp, nullable=False),
+        Column("indexed", Boolean(), nullable=False, index=True),
+        Index("ix_exp_ns_outcome", "namespace", "outcome"),
+    )
+    Table(
+        "skills",
+        v1,
+        Column("id", String(), primary_key=True),
+        Column("namespace", String(), nullable=False, index=True),
+        Column("name", String(), nullable=False),
+        Column("version", Integer(), nullable=False),
+        Column("status", String(), nullable=False),
+        Column("latest", Boolean(), nullable=False, index=True),
+        Column("data", JSON(), nullable=False),
+        Column("created_at", stamp, nullable=False),
+        Column("updated_at", stamp, nullable=False),
+        Column("indexed", Boolean(), nullable=False, index=True),
+        Index("ix_skill_ns_name_version", "namespace", "name", "version", unique=True),
+    )
+    Table(
+        "edges",
+        v1,
+        Column("id", Integer(), primary_key=True, autoincrement=True),
+        Column("namespace", String(), nullable=False, index=True),
+        Column("src", String(), nullable=False, index=True),
+        Column("dst", String(), nullable=False, index=True),
+        Column("kind", String(), nullable=False),
+        Column("weight", Float(), nullable=False),
+        Column("created_at", stamp, nullable=False),
+        Index("ix_edge_unique", "namespace", "src", "dst", "kind", unique=True),
+    )
+    Table(
+        "events",
+        v1,
+        Column("id", Integer(), primary_key=True, autoincrement=True),
+        Column("namespace", String(), nullable=False, index=True),
+        Column("item_id", String(), nullable=False, index=True),
+        Column("kind", String(), nullable=False),
+        Column("success", Boolean()),
+        Column("detail", JSON(), nullable=False),
+        Column("created_at", stamp, nullable=False),
+    )
+    Table(
+        "validation_runs",
+        v1,
+        Column("id", Integer(), primary_key=True, autoincrement=True),
+        Column("namespace", String(), nullable=False, index=True),
+        Column("skill_id", String(), nullable=False, index=True),
+        Column("test_name", String(), nullable=False),
+        Column("passed", Boolean(), nullable=False),
+        Column("duration", Float(), nullable=False),
+        Column("data", JSON(), nullable=False),
+        Column("created_at", stamp, nullable=False),
+    )
+    Table(
+        "embedding_cache",
+        v1,
+        Column("key", String(), primary_key=True),
+        Column("vector", LargeBinary(), nullable=False),
+    )
+    Table(
+        "tokens",
+        v1,
+        Column("id", String(), primary_key=True),
+        Column("namespace", String(), nullable=False),
+        Column("name", String(), nullable=False),
+        Column("hash", String(), nullable=False, index=True, unique=True),
+        Column("created_at", stamp, nullable=False),
+        Column("revoked", Boolean(), nullable=False),
+    )
+    Table(
+        "meta",
+        v1,
+        Column("key", String(), primary_key=True),
+        Column("value", String(), nullable=False),
+    )
+    return v1
 
 
 def _m001_initial(conn: Connection) -> None:
-    SQLModel.metadata.create_all(conn)
+    _v1_schema().create_all(conn)
 
 
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [

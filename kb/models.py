@@ -15,12 +15,14 @@ import re
 import secrets
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import JSON, Column, Index, LargeBinary
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
+
+from kb.errors import Invalid
 
 # -- limits ---------------------------------------------------------------------------------------
 MAX_TEXT = 20_000
@@ -35,7 +37,29 @@ MAX_PROGRAM = 200_000
 """Characters of a skill program."""
 
 SLUG_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+NAMESPACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ID_PREFIXES = {"exp": "experience", "skl": "skill"}
+
+
+def check_namespace(namespace: str) -> str:
+    """The namespace, or a ``ValueError`` naming the rule (the one definition of it)."""
+    if not NAMESPACE_RE.match(namespace):
+        raise ValueError(
+            f"namespace {namespace!r} must be 1 to 64 letters, digits, '.', '_' or '-'"
+        )
+    return namespace
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def choice(kind: type[E], value: str | E, field: str) -> E:
+    """``value`` as a member of ``kind``, or ``Invalid`` naming the field and the allowed values."""
+    try:
+        return kind(value)
+    except ValueError:
+        allowed = ", ".join(m.value for m in kind)
+        raise Invalid(f"{field} must be one of {allowed}, not {value!r}") from None
 
 
 def utcnow() -> datetime:
@@ -352,6 +376,18 @@ class ImportReport(BaseModel):
     merged: list[str] = Field(default_factory=list)
     skipped: list[dict[str, str]] = Field(default_factory=list)
     edges: int = 0
+
+
+class ExportReport(BaseModel):
+    """What an export wrote: the file or folder, its format and the counts."""
+
+    path: str
+    format: str
+    experiences: int = 0
+    skills: int = 0
+    edges: int = 0
+    events: int = 0
+    pairs: int = 0
 
 
 class Stats(BaseModel):

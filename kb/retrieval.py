@@ -23,14 +23,24 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast, get_args
 
 from pydantic import BaseModel, Field
 
-from kb.models import Attribution, Kind, Outcome, Provenance, SignalScore, SkillStatus, Step
+from kb.errors import Invalid
+from kb.models import Attribution, Kind, Outcome, Provenance, SignalScore, SkillStatus, Step, choice
 
 Mode = Literal["hybrid", "vector", "lexical"]
-MODES: tuple[str, ...] = ("hybrid", "vector", "lexical")
+MODES: tuple[str, ...] = get_args(Mode)
+
+
+def check_mode(mode: str) -> Mode:
+    """``mode`` as a :data:`Mode`, or ``Invalid`` naming the allowed values."""
+    if mode not in MODES:
+        raise Invalid(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    return cast(Mode, mode)
+
+
 SIGNALS = ("vector", "lexical", "structure", "graph")
 
 
@@ -71,7 +81,7 @@ def skill_statuses(
     """The skill statuses a search allows: ``status`` when given, else validated and approved
     (what agents get by default), plus draft with ``include_drafts``."""
     if status:
-        return list(status)
+        return [choice(SkillStatus, s, "status").value for s in status]
     return ["validated", "approved", *(["draft"] if include_drafts else [])]
 
 

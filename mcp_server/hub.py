@@ -1,5 +1,6 @@
-"""The service the server's lifespan yields: one ``KnowledgeBase`` per namespace, and the helpers
-tools use to reach the caller's one and to turn store errors into MCP errors."""
+"""The service the server's lifespan yields: one ``Store`` shared by a ``KnowledgeBase`` handle per
+namespace, and the helpers tools use to reach the caller's one and to turn store errors into MCP
+errors."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pydantic import BaseModel
 from kb.config import Settings
 from kb.errors import Invalid, KBError
 from kb.service import KnowledgeBase
+from kb.store import Store
 
 if TYPE_CHECKING:
     from kb.embeddings import Embedder
@@ -32,7 +34,7 @@ class AuthRequired(KBError):
 
 
 class Hub:
-    """The ``KnowledgeBase`` handles of one server: one per namespace, opened once, then reused."""
+    """One store per server, and a cheap ``KnowledgeBase`` handle on it per namespace."""
 
     def __init__(
         self,
@@ -45,13 +47,14 @@ class Hub:
         max_payload_bytes: int,
         warm: bool,
     ):
-        self.store = store
+        self.location = store
         self.namespace = namespace
         self.settings = settings
         self.require_token = require_token
         self.max_payload_bytes = max_payload_bytes
         self._embedder = embedder
         self._warm = warm
+        self._store: Store | None = None
         self._handles: dict[str, KnowledgeBase] = {}
         self._lock = threading.Lock()
 
@@ -77,20 +80,24 @@ class Hub:
 
     def close(self) -> None:
         with self._lock:
-            handles, self._handles = list(self._handles.values()), {}
-        for kb in handles:
-            kb.close()
+            store, self._store, self._handles = self._store, None, {}
+        if store is not None:
+            store.close()
 
     def kb(self, namespace: str) -> KnowledgeBase:
-        """The handle of ``namespace``, opened on first use; all share one embedding model."""
+        """The handle of ``namespace`` on the server's one store (engine, index, lock, model)."""
         with self._lock:
             kb = self._handles.get(namespace)
             if kb is None:
-                first = next(iter(self._handles.values()), None)
-                embedder = self._embedder or (first.embedder.inner if first else None)
-                kb = KnowledgeBase.open(
-                    self.store, namespace=namespace, settings=self.settings, embedder=embedder
-                )
+                if self._store is None:
+                    opened = KnowledgeBase.open(
+                        self.location,
+                        namespace=namespace,
+                        settings=self.settings,
+                        embedder=self._embedder,
+                    )
+                    self._store = opened.store
+                kb = KnowledgeBase.on(self._store, namespace)
                 self._handles[namespace] = kb
             return kb
 

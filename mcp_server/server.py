@@ -28,6 +28,7 @@ from kb.config import settings as load_settings
 from kb.errors import Invalid
 from kb.models import Attribution, Experience, SearchHit, Skill, Step
 from kb.service import AddResult, KnowledgeBase
+from kb.services.experiences import Usage
 from mcp_server.hub import Hub, current_hub, current_kb, given, plain, resource_errors, tool_errors
 from mcp_server.middleware import BodyLimit, CallLog, StoreTokens, configure_logging, log
 
@@ -221,7 +222,7 @@ def record_feedback(
     note: Annotated[
         str | None, Field(max_length=2_000, description="Why, in one sentence.")
     ] = None,
-) -> dict[str, Any]:
+) -> Usage:
     """Report that you used an experience or skill and whether it helped; this steers future
     ranking. Call once per item you relied on. Returns its updated usage counts.
     Example: record_feedback(item_id="skl_0190a1b2c3d4e5f6a7b8c9", success=true)"""

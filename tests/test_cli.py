@@ -196,6 +196,9 @@ MISTAKES = [
     (["add"], "give a JSON file"),
     (["add", "--task", "x", "--outcome", "won"], "outcome"),
     (["list", "--limit", "0"], "limit must be between"),
+    (["list", "--outcome", "sucess"], "outcome must be one of success, failure"),
+    (["search", "anything", "--outcome", "sucess"], "outcome must be one of success"),
+    (["skill", "list", "--status", "aproved"], "status must be one of draft, approved"),
 ]
 
 

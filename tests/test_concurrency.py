@@ -35,7 +35,7 @@ with KnowledgeBase.open(path, embedder=HashEmbedder()) as kb:
         batch = [{"task": f"{name} record w{name}n{n + i}x", "outcome": "success" if i % 2 else "failure",
                   "tags": [name], "steps": [{"index": 0, "role": "assistant", "content": "go"}]}
                  for i in range(size)]
-        got = kb.add_experiences(batch)
+        got = [r.id for r in kb.add_experiences(batch)]
         assert len(got) == size
         ids += got
         n += size
@@ -104,8 +104,8 @@ def test_two_writers_and_a_reader(tmp_path: Path) -> None:
             assert set(writer["ids"]) <= ids
         kb.search("record", mode="lexical")
         assert kb.stats().pending_index == 0
-        assert kb.index.ids() == ids
-        assert kb.index.count() == len(ids)  # no duplicate rows from retried commits
+        assert kb.store.items.ids() == ids
+        assert kb.store.items.count() == len(ids)  # no duplicate rows from retried commits
         assert kb.doctor().ok
         some = writers[0]["ids"][-1]
         token = kb.get_experience(some).task.split()[-1]

@@ -40,7 +40,7 @@ with KnowledgeBase.open(path, embedder=HashEmbedder()) as kb:
                        for j in range(steps)]}
             for i in range(n, n + batch)
         ]
-        ids = kb.add_experiences(records)
+        ids = [r.id for r in kb.add_experiences(records)]
         sys.stdout.write(json.dumps(ids) + "\\n")
         sys.stdout.flush()
         n += batch
@@ -106,8 +106,8 @@ def check_store(path: Path, reported: list[str]) -> int:
         best = hits[0].signals["vector"].score
         assert best == pytest.approx(1.0, abs=1e-5)
         assert last.id in {h.id for h in hits if h.signals["vector"].score >= best - 1e-6}
-        assert kb.index.ids() == set(stored)  # no orphan rows, no duplicates
-        assert kb.index.count() == len(stored)
+        assert kb.store.items.ids() == set(stored)  # no orphan rows, no duplicates
+        assert kb.store.items.count() == len(stored)
         assert kb.doctor().ok
         # The killed writer's file lock is gone: this process can write.
         extra = kb.add_experience({"task": "written after the crash"}).id

@@ -90,7 +90,7 @@ def test_batch_dedupe_within_the_batch(fake_kb: KnowledgeBase) -> None:
     assert [r.action for r in results] == ["added", "merged", "merged", "added"]
     assert results[1].id == results[0].id
     assert fake_kb.get_experience(results[0].id).count == 3
-    ids = fake_kb.add_experiences([exp(TASK, TOOLS)], policy="dedupe")
+    ids = [r.id for r in fake_kb.add_experiences([exp(TASK, TOOLS)], policy="dedupe")]
     assert ids == [results[0].id]
 
 
@@ -123,12 +123,18 @@ def test_feedback_reorders_when_outcome_aware(fake_kb: KnowledgeBase) -> None:
 
 
 def test_bulk_windows_are_deferred_then_built_by_refine(fake_kb: KnowledgeBase) -> None:
-    ids = fake_kb.add_experiences([exp(f"task number {n}", TOOLS) for n in range(20)])
-    assert fake_kb.windows.exp_ids() == set()  # an import does not pay for windows up front
-    pending = fake_kb.sql.get_meta(f"windows_pending:{fake_kb.namespace}") or ""
+    ids = [
+        r.id for r in fake_kb.add_experiences([exp(f"task number {n}", TOOLS) for n in range(20)])
+    ]
+    assert (
+        fake_kb.store.windows.distinct("exp_id") == set()
+    )  # an import does not pay for windows up front
+    pending = fake_kb.store.sql.get_meta(f"windows_pending:{fake_kb.namespace}") or ""
     assert all(i in pending for i in ids)
     so_far = exp("task number 3", TOOLS[:1])["steps"]
     assert fake_kb.refine("task number 3", so_far).next_steps
-    assert fake_kb.windows.exp_ids() == set(ids)
+    assert fake_kb.store.windows.distinct("exp_id") == set(ids)
     one = fake_kb.add_experience(exp("a single recorded run", TOOLS)).id
-    assert one in fake_kb.windows.exp_ids()  # a small write builds its windows at once
+    assert one in fake_kb.store.windows.distinct(
+        "exp_id"
+    )  # a small write builds its windows at once

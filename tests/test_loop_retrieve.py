@@ -180,8 +180,8 @@ def test_refine_accepts_chat_messages(kb: KnowledgeBase, store: dict[str, str]) 
 
 
 def test_windows_are_repaired(kb: KnowledgeBase, store: dict[str, str]) -> None:
-    kb.windows.drop()  # as if the process died between the record and its windows
-    kb.sql.set_meta({f"windows:{kb.namespace}": "{}"})
+    kb.store.windows.drop()  # as if the process died between the record and its windows
+    kb.store.sql.set_meta({f"windows:{kb.namespace}": "{}"})
     so_far = run("Compensate Carol", [("lookup_customer", "c-21")])["steps"]
     assert kb.refine("Compensate Carol", so_far).next_steps
     assert kb.rebuild_windows() > 0

@@ -317,5 +317,7 @@ def test_kb_token_create_list_revoke(tmp_path: Path) -> None:
     with KnowledgeBase.open(tmp_path / "store") as kb:
         assert kb.resolve_token(token["secret"]) is None
         assert kb.resolve_token(secret_b) == "B"
-        stored = kb.sql.engine.connect().exec_driver_sql("SELECT hash FROM tokens").scalars().all()
+        stored = (
+            kb.store.sql.engine.connect().exec_driver_sql("SELECT hash FROM tokens").scalars().all()
+        )
     assert secret_b not in stored and len(stored[0]) == 64

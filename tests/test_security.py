@@ -100,11 +100,11 @@ def test_cannot_read_the_store(kb: KnowledgeBase) -> None:
         }
     )
     result = kb.run_skill("snoop", {"files": files}, untrusted=True)
-    assert result["ok"], result["error"]
-    assert set(result["value"]["files"].values()) == {"FileNotFoundError"}
-    assert not any(str(kb.path) in line for line in result["value"]["cmdlines"])
-    assert len(result["value"]["cmdlines"]) <= 3  # bubblewrap's init and the program itself
-    assert token.secret not in json.dumps(result)
+    assert result.ok, result.error
+    assert set(result.value["files"].values()) == {"FileNotFoundError"}
+    assert not any(str(kb.path) in line for line in result.value["cmdlines"])
+    assert len(result.value["cmdlines"]) <= 3  # bubblewrap's init and the program itself
+    assert token.secret not in result.model_dump_json()
 
 
 def test_cannot_read_another_process_environment() -> None:
@@ -260,7 +260,7 @@ def test_mcp_never_runs_unisolated(
             )
         assert kb.run_skill(
             "add-numbers", {"a": 1, "b": 2}, limits=RunLimits(unsafe_no_isolation=True)
-        )["ok"]
+        ).ok
 
 
 # -- only curated code runs -----------------------------------------------------------------------

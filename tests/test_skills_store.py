@@ -52,12 +52,12 @@ def test_lifecycle_validate_break_and_history(fake_kb: KnowledgeBase) -> None:
     fake_kb.validate_skill("add-numbers")
     v4 = fake_kb.update_skill("add-numbers", {"tests": [broken]})
     # a validated skill whose later validation fails becomes broken
-    fake_kb._set_status(v4, SkillStatus.validated)
+    fake_kb.skills._set_status(v4, SkillStatus.validated)  # as if it had validated
     assert fake_kb.validate_skill("add-numbers").status == "broken"
     history = fake_kb.skill_history("add-numbers")
-    assert [h["version"] for h in history] == [1, 2, 3, 4]
-    assert history[0]["validations"][0]["passed"] is True
-    assert history[-1]["latest"] and not history[0]["latest"]
+    assert [h.version for h in history] == [1, 2, 3, 4]
+    assert history[0].validations[0]["passed"] is True
+    assert history[-1].latest and not history[0].latest
 
 
 def test_guided_skills_are_approved_not_validated(fake_kb: KnowledgeBase) -> None:
@@ -74,7 +74,7 @@ def test_guided_skills_are_approved_not_validated(fake_kb: KnowledgeBase) -> Non
 def test_run_skill_validates_params_and_records_use(fake_kb: KnowledgeBase) -> None:
     fake_kb.add_skill(ADD)
     result = fake_kb.run_skill("add-numbers", {"a": 2, "b": 40})
-    assert result["ok"] and result["value"] == 42
+    assert result.ok and result.value == 42
     with pytest.raises(Invalid) as caught:
         fake_kb.run_skill("add-numbers", {"a": "x"})
     assert "'b' is a required property" in str(caught.value) and "params.a" in str(caught.value)
@@ -83,7 +83,7 @@ def test_run_skill_validates_params_and_records_use(fake_kb: KnowledgeBase) -> N
     )
     failed = fake_kb.run_skill("add-numbers", {"a": 1, "b": 1})
     assert (
-        not failed["ok"] and failed["error_type"] == "ValueError" and "nope" in failed["traceback"]
+        not failed.ok and failed.error_type == "ValueError" and "nope" in (failed.traceback or "")
     )
     skill = fake_kb.get_skill("add-numbers")
     assert (skill.uses, skill.failures) == (1, 1)
@@ -107,14 +107,14 @@ def test_export_passes_reference_validator_and_reimports(
     fake_kb.add_skill(ADD)
     fake_kb.add_skill(guided("refund-damaged-item", long, scope="When an item arrived broken."))
     result = fake_kb.export(tmp_path / "out", format="skills")
-    assert result["skills"] == 2
+    assert result.skills == 2
     for folder in (tmp_path / "out").iterdir():
         assert reference_validate(folder) == []
     with KnowledgeBase.open(tmp_path / "other", embedder=fake_kb.embedder.inner) as other:
         report = other.import_skills(tmp_path / "out")
         assert len(report.added) == 2 and not report.skipped
         assert other.get_skill("refund-damaged-item").description == long
-        assert other.run_skill("add-numbers", {"a": 1, "b": 1})["value"] == 2
+        assert other.run_skill("add-numbers", {"a": 1, "b": 1}).value == 2
         again = other.import_skills(tmp_path / "out")
         assert not again.added and {s["error"] for s in again.skipped} == {"unchanged"}
 
@@ -193,7 +193,7 @@ def test_mine_stores_drafts_with_derived_from_edges(fake_kb: KnowledgeBase) -> N
             )
         return {"task": f"refund damaged order {i}", "outcome": "success", "steps": steps}
 
-    ids = fake_kb.add_experiences([run(i) for i in range(4)])
+    ids = [r.id for r in fake_kb.add_experiences([run(i) for i in range(4)])]
     actions = fake_kb.mine_skills(min_support=3)
     (mined,) = [a for a in actions if a.detail == "get_order -> refund"]
     skill = fake_kb.get_skill(mined.name)

@@ -26,7 +26,8 @@ from kb.embeddings import HashEmbedder, SentenceTransformerEmbedder, _model_loca
 from kb.errors import Invalid, ModelMismatch, NotFound
 from kb.models import Experience
 from kb.retrieval import Weights
-from kb.service import WRITE_BATCH, AddResult, KnowledgeBase
+from kb.service import AddResult, KnowledgeBase
+from kb.store import WRITE_BATCH, embed_text
 
 SHOP = [
     {
@@ -115,7 +116,7 @@ class CountingEmbedder:
 @pytest.fixture
 def shop(kb: KnowledgeBase) -> dict[str, str]:
     """The SHOP experiences in the real-model store: task -> id."""
-    ids = kb.add_experiences(SHOP)
+    ids = [r.id for r in kb.add_experiences(SHOP)]
     return {record["task"]: item_id for record, item_id in zip(SHOP, ids, strict=True)}
 
 
@@ -126,7 +127,7 @@ def shop_kb(
     """One real-model store holding SHOP, shared by the tests that only read it."""
     path = tmp_path_factory.mktemp("shop") / "store"
     with KnowledgeBase.open(path, embedder=embedder) as store:
-        ids = store.add_experiences(SHOP)
+        ids = [r.id for r in store.add_experiences(SHOP)]
         yield store, {record["task"]: i for record, i in zip(SHOP, ids, strict=True)}
 
 
@@ -141,14 +142,14 @@ def test_store_is_a_sqlite_file_and_a_lancedb_folder(
     kb, shop = shop_kb
     assert (kb.path / "kb.sqlite").is_file()
     assert (kb.path / "index").is_dir()
-    assert kb.index.count() == len(SHOP)
-    assert kb.index.ids() == set(shop.values())
+    assert kb.store.items.count() == len(SHOP)
+    assert kb.store.items.ids() == set(shop.values())
 
 
 def test_reindex_rebuilds_a_lost_index_from_sql(tmp_path: Path) -> None:
     path = tmp_path / "store"
     with KnowledgeBase.open(path, embedder=HashEmbedder()) as kb:
-        ids = kb.add_experiences([{"task": f"zebra{i} grazes"} for i in range(3)])
+        ids = [r.id for r in kb.add_experiences([{"task": f"zebra{i} grazes"} for i in range(3)])]
     shutil.rmtree(path / "index")
     with KnowledgeBase.open(path, embedder=HashEmbedder()) as kb:
         assert kb.search("zebra1", mode="lexical") == []
@@ -164,15 +165,15 @@ def test_records_committed_but_not_indexed_are_repaired_on_next_use(tmp_path: Pa
     """The state a crash between the SQL commit and the index write leaves behind."""
     path = tmp_path / "store"
     with KnowledgeBase.open(path, embedder=HashEmbedder()) as kb:
-        ids = kb.add_experiences([{"task": f"okapi{i} hides"} for i in range(4)])
-        with kb.sql.session() as session:
-            kb.records.mark_all_unindexed(session)
-        kb.index.delete(ids[2:])
+        ids = [r.id for r in kb.add_experiences([{"task": f"okapi{i} hides"} for i in range(4)])]
+        with kb.store.sql.session() as session:
+            kb.store.sql.mark_all_unindexed(session)
+        kb.store.items.delete(ids[2:])
     with KnowledgeBase.open(path, embedder=HashEmbedder()) as kb:
         assert kb.stats().pending_index == 4
         assert [h.id for h in kb.search("okapi3", mode="lexical")] == [ids[3]]
         assert kb.stats().pending_index == 0
-        assert kb.index.count() == 4  # re-indexed rows replace, never duplicate
+        assert kb.store.items.count() == 4  # re-indexed rows replace, never duplicate
         assert kb.doctor().ok
 
 
@@ -180,7 +181,7 @@ def test_records_committed_but_not_indexed_are_repaired_on_next_use(tmp_path: Pa
 def test_edges_live_in_sql_and_load_into_the_graph(tmp_path: Path) -> None:
     path = tmp_path / "store"
     with KnowledgeBase.open(path, embedder=HashEmbedder()) as kb:
-        a, b, c = kb.add_experiences([{"task": "a"}, {"task": "b"}, {"task": "c"}])
+        a, b, c = [r.id for r in kb.add_experiences([{"task": "a"}, {"task": "b"}, {"task": "c"}])]
         edge = kb.add_edge(a, b, "repaired_by", weight=0.5)
         kb.add_edge(b, c, "similar_to")
         assert edge.weight == 0.5
@@ -283,7 +284,7 @@ def test_model_name_and_dimension_are_stored(shop_kb: tuple[KnowledgeBase, dict[
     kb, _shop = shop_kb
     stats = kb.stats()
     assert (stats.model, stats.dim) == (DEFAULT_MODEL, 384)
-    assert kb.index.models() == {DEFAULT_MODEL}
+    assert kb.store.items.models() == {DEFAULT_MODEL}
 
 
 def test_a_different_model_is_refused_until_reindex(
@@ -299,7 +300,7 @@ def test_a_different_model_is_refused_until_reindex(
         assert other.search("Seattle", mode="lexical")[0].id == target
         assert other.reindex() == len(SHOP)
         assert (other.stats().model, other.stats().dim) == ("other", 64)
-        assert other.index.models() == {"other"}
+        assert other.store.items.models() == {"other"}
         hits = other.search("one-way flight from New York to Seattle", mode="vector")
         assert hits[0].id == target
     with pytest.raises(ModelMismatch, match="kb reindex"):
@@ -314,7 +315,7 @@ def test_vector_mode_finds_meaning_without_shared_words(
     target = "Refund a customer whose blender arrived broken"
     query = "money back for damaged kitchen appliance"
     stored = kb.get_experience(shop[target])
-    assert not _words(query) & _words(KnowledgeBase.embed_text(stored))
+    assert not _words(query) & _words(embed_text(stored))
     assert not _words(query) & _words(docs.experience_fts_text(stored))
     assert kb.search(query, mode="vector")[0].id == shop[target]
     assert shop[target] not in {h.id for h in kb.search(query, mode="lexical")}
@@ -522,7 +523,7 @@ def test_add_get_update_delete(kb: KnowledgeBase) -> None:
     assert again.lessons == ["pelicans matter"]
     assert [h.id for h in kb.search("pelicans", mode="lexical")] == [result.id]
     assert kb.search("pelicans", outcome="success") == []
-    assert kb.index.count() == 1
+    assert kb.store.items.count() == 1
 
     with pytest.raises(Invalid, match="task"):
         kb.update_experience(result.id, {"task": "tasks cannot change"})
@@ -537,16 +538,19 @@ def test_add_get_update_delete(kb: KnowledgeBase) -> None:
     with pytest.raises(NotFound):
         kb.delete_experience(result.id)
     assert kb.search("pelicans blender", mode="lexical") == []
-    assert kb.index.count() == 0
+    assert kb.store.items.count() == 0
     assert kb.stats().experiences == 0
 
 
 def test_add_experiences_batches_and_keeps_input_order(fake_kb: KnowledgeBase) -> None:
     total = 2 * WRITE_BATCH + 17
     seen: list[int] = []
-    ids = fake_kb.add_experiences(
-        ({"task": f"item {i}"} for i in range(total)), progress=seen.append
-    )
+    ids = [
+        r.id
+        for r in fake_kb.add_experiences(
+            ({"task": f"item {i}"} for i in range(total)), progress=seen.append
+        )
+    ]
     assert seen == [WRITE_BATCH, WRITE_BATCH, 17]
     assert len(ids) == len(set(ids)) == total
     assert fake_kb.get_experience(ids[0]).task == "item 0"
@@ -560,17 +564,20 @@ def test_add_experiences_batches_and_keeps_input_order(fake_kb: KnowledgeBase) -
 
 
 def test_list_filters_and_pages(fake_kb: KnowledgeBase) -> None:
-    ids = fake_kb.add_experiences(
-        [
-            {
-                "task": f"t{i}",
-                "outcome": "success" if i % 2 else "failure",
-                "domain": f"d{i % 3}",
-                "tags": ["even"] if i % 2 == 0 else ["odd"],
-            }
-            for i in range(12)
-        ]
-    )
+    ids = [
+        r.id
+        for r in fake_kb.add_experiences(
+            [
+                {
+                    "task": f"t{i}",
+                    "outcome": "success" if i % 2 else "failure",
+                    "domain": f"d{i % 3}",
+                    "tags": ["even"] if i % 2 == 0 else ["odd"],
+                }
+                for i in range(12)
+            ]
+        )
+    ]
     assert [e.id for e in fake_kb.list_experiences()] == ids[::-1]  # newest first
     assert [e.id for e in fake_kb.list_experiences(limit=3, offset=2)] == ids[::-1][2:5]
     assert {e.outcome for e in fake_kb.list_experiences(outcome="success")} == {"success"}
@@ -625,7 +632,7 @@ def test_feedback_and_stats(kb: KnowledgeBase, shop: dict[str, str]) -> None:
     item = shop["Refund a customer whose blender arrived broken"]
     kb.feedback(item, success=True)
     counts = kb.feedback(item, success=False, note="did not apply")
-    assert counts == {"id": item, "uses": 2, "successes": 1, "success_rate": 0.5}
+    assert counts.model_dump() == {"id": item, "uses": 2, "successes": 1, "success_rate": 0.5}
     kb.add_skill({"name": "refund-item", "description": "Refund an item", "status": "validated"})
     kb.add_skill({"name": "draft-thing", "description": "Something"})
     stats = kb.stats()
@@ -647,7 +654,7 @@ def test_context_manager_closes_and_data_persists(tmp_path: Path) -> None:
     path = tmp_path / "store"
     with KnowledgeBase.open(path, embedder=HashEmbedder()) as kb:
         item = kb.add_experience({"task": "persist me"}).id
-    assert kb._closed
+    assert kb.store.closed
     kb.close()  # closing twice is harmless
     reopened = KnowledgeBase.open(path, embedder=HashEmbedder())
     try:
@@ -685,7 +692,7 @@ def test_export_then_import_is_lossless_and_embeds_nothing(
 
     out = tmp_path / "export.jsonl"
     summary = kb.export(out)
-    assert summary["experiences"] == 5 and summary["skills"] == 1 and summary["edges"] == 2
+    assert (summary.experiences, summary.skills, summary.edges) == (5, 1, 2)
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert lines[0]["type"] == "meta"
     assert (lines[0]["model"], lines[0]["dim"]) == (DEFAULT_MODEL, 384)
@@ -706,7 +713,7 @@ def test_export_then_import_is_lossless_and_embeds_nothing(
         for item_id in [*shop.values(), skill.id]:
             assert sorted(fresh.edges(item_id), key=str) == sorted(kb.edges(item_id), key=str)
         ids = [*shop.values(), skill.id]
-        old, new = kb.index.vectors(ids), fresh.index.vectors(ids)
+        old, new = kb.store.items.vectors(ids), fresh.store.items.vectors(ids)
         for item_id in ids:
             np.testing.assert_allclose(new[item_id], old[item_id], atol=1e-6)
         assert (fresh.stats().model, fresh.stats().dim) == (DEFAULT_MODEL, 384)
@@ -722,11 +729,13 @@ def test_export_then_import_is_lossless_and_embeds_nothing(
 
 def test_import_of_an_export_from_another_model_re_embeds(tmp_path: Path) -> None:
     with KnowledgeBase.open(tmp_path / "a", embedder=HashEmbedder(name="model-a")) as a:
-        ids = a.add_experiences([{"task": "lynx in snow"}, {"task": "heron at dawn"}])
+        ids = [
+            r.id for r in a.add_experiences([{"task": "lynx in snow"}, {"task": "heron at dawn"}])
+        ]
         a.export(tmp_path / "a.jsonl")
     with KnowledgeBase.open(tmp_path / "b", embedder=HashEmbedder(name="model-b")) as b:
         b.import_file(tmp_path / "a.jsonl")
         assert b.embedder.misses == 2
         assert b.stats().model == "model-b"
-        assert b.index.models() == {"model-b"}
+        assert b.store.items.models() == {"model-b"}
         assert b.search("heron dawn", mode="vector")[0].id == ids[1]

@@ -114,7 +114,7 @@ def test_pairs_export_has_wrong_and_corrected_step(kb: KnowledgeBase, tmp_path: 
     kb.trace(failure_id, method="heuristic")
     result = kb.export(tmp_path / "pairs.jsonl", format="pairs")
     (pair,) = [json.loads(line) for line in (tmp_path / "pairs.jsonl").read_text().splitlines()]
-    assert result["pairs"] == 1 and pair["failure_id"] == failure_id
+    assert result.pairs == 1 and pair["failure_id"] == failure_id
     assert "40.0" in pair["wrong_step"] and "25.0" in pair["corrected_step"]
     assert pair["task"] and pair["context"]
 
@@ -141,7 +141,7 @@ def test_labels_are_kept_and_train_the_tracer(fake_kb: KnowledgeBase) -> None:
         fake_kb.get_experience(ids[0]).attribution.method == "label"
     )  # a label is never overwritten
     result = fake_kb.train_tracer()
-    assert result["examples"] == 4 and Path(result["path"]).exists()
+    assert result.examples == 4 and Path(result.path).exists()
     assert fake_kb.trace(ids[1], store=False).method == "learned"  # auto now uses the store's model
 
 
@@ -150,7 +150,7 @@ def test_label_file_import_on_real_data(fake_kb: KnowledgeBase) -> None:
     fake_kb.import_file(trajectories)
     report = fake_kb.import_file(trajectories.parent / "failure_labels.json")
     assert len(report.labelled) == 27 and sorted(report.missing) == ["104", "105"]
-    (exp,) = fake_kb.records.by_source_id("2")
+    (exp,) = fake_kb.store.records(fake_kb.namespace).by_source_id("2")
     assert exp.attribution is not None and exp.attribution.step == 6  # step_number 7 - 1
     assert "available" in (exp.steps[6].content or "").lower()
 

@@ -176,12 +176,14 @@ def search(
     as_json: JsonOpt = False,
 ) -> None:
     """Hybrid search over experiences and skills; shows why each hit came back."""
+    from kb.retrieval import check_mode
+
     with store() as kb:
         hits = kb.search(
             query,
             k,
             kind=kind,
-            mode=mode,
+            mode=check_mode(mode),
             outcome=outcome,
             domain=domain,
             tags=tag,
@@ -318,7 +320,10 @@ def export(
     if as_json:
         print_json(result)
     else:
-        console.print(", ".join(f"{k}: {v}" for k, v in result.items()), highlight=False)
+        console.print(
+            ", ".join(f"{k}: {v}" for k, v in result.model_dump().items() if v or k == "path"),
+            highlight=False,
+        )
 
 
 @app.command()

@@ -198,7 +198,7 @@ def export(
     if as_json:
         print_json(result)
     else:
-        console.print(f"wrote {result['skills']} skills to {result['path']}")
+        console.print(f"wrote {result.skills} skills to {result.path}")
 
 
 @skill_app.command()
@@ -275,17 +275,16 @@ def run(
         result = kb.run_skill(name, values, limits=_limits(unsafe, timeout=timeout))
     if as_json:
         print_json(result)
-    elif result["ok"]:
-        console.print(json.dumps(result["value"], indent=2), highlight=False)
+    elif result.ok:
+        console.print(json.dumps(result.value, indent=2), highlight=False)
     else:
         console.print(
-            f"[red]failed[/red] ({result.get('killed_by') or result.get('error_type')}): "
-            f"{result.get('error')}",
+            f"[red]failed[/red] ({result.killed_by or result.error_type}): {result.error}",
             highlight=False,
         )
-        if result.get("traceback"):
-            console.print(result["traceback"], highlight=False)
-    if not result["ok"]:
+        if result.traceback:
+            console.print(result.traceback, highlight=False)
+    if not result.ok:
         raise typer.Exit(1)
 
 
@@ -367,12 +366,11 @@ def history(
         print_json(versions)
         return
     for v in versions:
-        runs = v["validations"]
-        passed = sum(r["passed"] for r in runs)
+        passed = sum(r["passed"] for r in v.validations)
         console.print(
-            f"v{v['version']} {v['status']}{' (latest)' if v['latest'] else ''} "
-            f"{v['id']} created {v['created_at'][:19]}; validations {passed}/{len(runs)} passed; "
-            f"uses {v['uses']}",
+            f"v{v.version} {v.status.value}{' (latest)' if v.latest else ''} "
+            f"{v.id} created {v.created_at[:19]}; validations {passed}/{len(v.validations)} "
+            f"passed; uses {v.uses}",
             highlight=False,
         )
 

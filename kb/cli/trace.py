@@ -54,11 +54,12 @@ def trace(
         agents: Counter[str] = Counter()
         errors = traced = 0
         with progress_bar("tracing", None, enabled=not as_json) as advance:
-            for result in kb.trace_file(path, method=method):
+            for line in kb.trace_file(path, method=method):
                 advance(1)
+                result = line.model_dump(exclude={"error"} if line.error is None else set())
                 if as_json:
                     print_json(result)
-                if "error" in result:
+                if line.error is not None:
                     errors += 1
                     if not as_json:
                         console.print(
@@ -112,8 +113,8 @@ def train_tracer(as_json: JsonOpt = False) -> None:
         print_json(result)
     else:
         console.print(
-            f"trained on {result['examples']} labelled failures "
-            f"(train step accuracy {result['train_step_accuracy']:.0%}); saved to {result['path']}"
+            f"trained on {result.examples} labelled failures "
+            f"(train step accuracy {result.train_step_accuracy:.0%}); saved to {result.path}"
         )
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import false, func, or_, true, update
+from sqlalchemy import false, func, or_, true
 from sqlmodel import Session, col, select
 
 from kb.models import (
@@ -71,16 +72,6 @@ class Records:
                 _experience_row(item) if isinstance(item, Experience) else _skill_row(item)
             )
             session.merge(row)
-
-    def mark_indexed(self, ids: Sequence[str]) -> None:
-        with self.sql.session() as session:
-            for chunk in chunked(list(ids), 500):
-                for model in (ExperienceRow, SkillRow):
-                    session.exec(update(model).where(col(model.id).in_(chunk)).values(indexed=True))  # type: ignore[call-overload]
-
-    def mark_all_unindexed(self, session: Session) -> None:
-        for model in (ExperienceRow, SkillRow):
-            session.exec(update(model).values(indexed=False))  # type: ignore[call-overload]
 
     def delete(self, session: Session, ids: Sequence[str]) -> None:
         for chunk in chunked(list(ids), 500):
@@ -278,41 +269,56 @@ class Records:
                 stmt = stmt.where(ValidationRunRow.skill_id == skill_id)
             return list(session.exec(stmt.order_by(col(ValidationRunRow.id))).all())
 
-    def unindexed(self) -> list[Experience | Skill]:
-        """Records of every namespace that the index does not hold yet (crash repair)."""
-        with self._session() as session:
-            exps = session.exec(select(ExperienceRow).where(ExperienceRow.indexed == false())).all()
-            skills = session.exec(select(SkillRow).where(SkillRow.indexed == false())).all()
-            return [Experience.model_validate(r.data) for r in exps] + [
-                Skill.model_validate(r.data) for r in skills
-            ]
-
-    def iter_all_namespaces(self, batch: int) -> Iterator[list[Experience | Skill]]:
-        """Every record of every namespace, in batches (for reindex)."""
-        for model, parse in ((ExperienceRow, Experience), (SkillRow, Skill)):
-            last = ""
-            while True:
-                with self._session() as session:
-                    rows = session.exec(
-                        select(model)
-                        .where(model.id > last)  # type: ignore[attr-defined]
-                        .order_by(model.id)
-                        .limit(batch)
-                    ).all()  # type: ignore[attr-defined]
-                if not rows:
-                    break
-                yield [parse.model_validate(r.data) for r in rows]  # type: ignore[attr-defined]
-                last = rows[-1].id  # type: ignore[attr-defined]
-
-    def ids(self, all_namespaces: bool = False) -> set[str]:
+    def ids(self) -> set[str]:
+        """The ids of every record of the namespace."""
         with self._session() as session:
             out: set[str] = set()
             for model in (ExperienceRow, SkillRow):
-                stmt = select(model.id)  # type: ignore[attr-defined]
-                if not all_namespaces:
-                    stmt = stmt.where(model.namespace == self.ns)  # type: ignore[attr-defined]
+                stmt = select(model.id).where(model.namespace == self.ns)  # type: ignore[attr-defined]
                 out.update(session.exec(stmt).all())
             return out
+
+    def count_experiences(self) -> int:
+        return self.sql.count(ExperienceRow, ExperienceRow.namespace == self.ns)
+
+    def count_events(self) -> int:
+        return self.sql.count(EventRow, EventRow.namespace == self.ns)
+
+    def add_event(
+        self, session: Session, item_id: str, kind: str, detail: dict[str, Any] | None = None
+    ) -> None:
+        """Log an event on an item (a deprecation, a gate decision...)."""
+        session.add(EventRow(namespace=self.ns, item_id=item_id, kind=kind, detail=detail or {}))
+
+    def add_validation_runs(
+        self, session: Session, skill_id: str, outcomes: Sequence[dict[str, Any]]
+    ) -> None:
+        """Store the outcome of each test of one validation."""
+        session.add_all(
+            ValidationRunRow(
+                namespace=self.ns,
+                skill_id=skill_id,
+                test_name=o["name"],
+                passed=o["passed"],
+                duration=o["duration"],
+                data=o,
+            )
+            for o in outcomes
+        )
+
+    def restore_history(self, session: Session, rows: Sequence[tuple[str, dict[str, Any]]]) -> int:
+        """Add exported ``("event" | "validation", body)`` rows to this namespace (a lossless
+        import): new row ids, the namespace of this handle. Returns how many were added."""
+        models: dict[str, type[EventRow] | type[ValidationRunRow]] = {
+            "event": EventRow,
+            "validation": ValidationRunRow,
+        }
+        for kind, body in rows:
+            data = {k: v for k, v in body.items() if k not in {"id", "namespace"}}
+            if isinstance(data.get("created_at"), str):
+                data["created_at"] = datetime.fromisoformat(data["created_at"])
+            session.add(models[kind](**data, namespace=self.ns))
+        return len(rows)
 
     def stats(self, path: str, *, model: str | None, dim: int | None, schema_version: int) -> Stats:
         with self._session() as session:

@@ -7,12 +7,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, func, text
+from sqlalchemy import event, false, func, text, update
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, SQLModel, create_engine, delete, select
+from sqlmodel import Session, SQLModel, col, create_engine, delete, select
 
 from kb.migrations import migrate
-from kb.models import EmbeddingRow, MetaRow
+from kb.models import EmbeddingRow, Experience, ExperienceRow, MetaRow, Skill, SkillRow
 
 _GET_META = text("SELECT value FROM meta WHERE key = :key")
 
@@ -112,6 +112,51 @@ class SQLStore:
         for clause in where:
             stmt = stmt.where(clause)
         session.exec(stmt)  # type: ignore[call-overload]
+
+    # -- index bookkeeping (every namespace) ---------------------------------------------------
+    def mark_indexed(self, ids: Sequence[str]) -> None:
+        with self.session() as session:
+            for chunk in chunked(list(ids), 500):
+                for model in (ExperienceRow, SkillRow):
+                    session.exec(update(model).where(col(model.id).in_(chunk)).values(indexed=True))  # type: ignore[call-overload]
+
+    def mark_all_unindexed(self, session: Session) -> None:
+        for model in (ExperienceRow, SkillRow):
+            session.exec(update(model).values(indexed=False))  # type: ignore[call-overload]
+
+    def unindexed(self) -> list[Experience | Skill]:
+        """Records of every namespace that the index does not hold yet (crash repair)."""
+        with Session(self.engine) as session:
+            exps = session.exec(select(ExperienceRow).where(ExperienceRow.indexed == false())).all()
+            skills = session.exec(select(SkillRow).where(SkillRow.indexed == false())).all()
+            return [Experience.model_validate(r.data) for r in exps] + [
+                Skill.model_validate(r.data) for r in skills
+            ]
+
+    def iter_all_records(self, batch: int) -> Iterator[list[Experience | Skill]]:
+        """Every record of every namespace, in batches (for reindex)."""
+        for model, parse in ((ExperienceRow, Experience), (SkillRow, Skill)):
+            last = ""
+            while True:
+                with Session(self.engine) as session:
+                    rows = session.exec(
+                        select(model)
+                        .where(model.id > last)  # type: ignore[attr-defined]
+                        .order_by(model.id)
+                        .limit(batch)
+                    ).all()  # type: ignore[attr-defined]
+                if not rows:
+                    break
+                yield [parse.model_validate(r.data) for r in rows]  # type: ignore[attr-defined]
+                last = rows[-1].id  # type: ignore[attr-defined]
+
+    def all_ids(self) -> set[str]:
+        """The ids of every record of every namespace."""
+        with Session(self.engine) as session:
+            out: set[str] = set()
+            for model in (ExperienceRow, SkillRow):
+                out.update(session.exec(select(model.id)).all())  # type: ignore[attr-defined]
+            return out
 
     def dispose(self) -> None:
         self.engine.dispose()

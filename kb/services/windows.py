@@ -1,0 +1,150 @@
+"""Step windows: the decision points of experiences, a second derived table kept in step with SQL.
+
+One row per decision point (the state before an agent acted), not per raw step, so ``refine``'s
+step-level matching stays affordable at scale. The SQL transaction of a write records the new
+experiences as pending; a small write builds their windows at once, a bulk write leaves them to the
+next ``refine`` (or :meth:`StepWindows.rebuild`). A crash leaves them pending, never lost.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import numpy as np
+
+from kb.models import Experience, kind_of
+from kb.retrieval import step_windows
+from kb.services import Service
+from kb.stores.index import quote
+from kb.stores.records import Session
+
+WINDOWS_AT_ONCE = 16
+"""Writes of up to this many experiences build their step windows at once; larger ones defer."""
+
+
+class StepWindows(Service):
+    """The window table of one namespace."""
+
+    @property
+    def _keys(self) -> tuple[str, str]:
+        return f"windows:{self.namespace}", f"windows_pending:{self.namespace}"
+
+    def write(self, items: list[Experience], *, vectors: np.ndarray | None = None) -> None:
+        """The record write path, plus the new experiences' windows (or pending marks)."""
+        if not items:
+            return
+        with_steps = [i.id for i in items if i.steps]
+        state_key, pending_key = self._keys
+        sql, model = self.store.sql, self.store.model_name
+
+        def mark(session: Session) -> None:
+            pending = json.loads(sql.get_meta(pending_key) or "[]")
+            state = json.loads(sql.get_meta(state_key) or "{}")
+            values = {pending_key: json.dumps(pending + with_steps)}
+            if state.get("model") in (None, model):
+                count = int(state.get("count", 0)) + len(items)
+                values[state_key] = json.dumps({"model": model, "count": count})
+            sql.set_meta(values, session)
+
+        self.store.write(items, vectors=vectors, before_commit=mark)
+        if with_steps and len(with_steps) <= WINDOWS_AT_ONCE:
+            self._build([i for i in items if i.steps])
+            self._done(with_steps)
+
+    def _build(self, exps: Sequence[Experience]) -> int:
+        specs = [(exp, w) for exp in exps for w in step_windows(exp.task, exp.steps)]
+        if not specs:
+            return 0
+        self.store.check_model()
+        # Straight to the model: window texts are many and never re-embedded, so not cached.
+        vectors = self.store.embedder.inner.encode([w[2] for _, w in specs])
+        rows = [
+            {
+                "id": f"{exp.id}:{step}",
+                "exp_id": exp.id,
+                "namespace": exp.namespace,
+                "outcome": exp.outcome.value,
+                "domain": exp.domain,
+                "source_id": exp.provenance.source_id,
+                "step": step,
+                "error": has_error,
+                "text": text,
+                "next": json.dumps(payload, ensure_ascii=False),
+                "model": self.store.model_name,
+                "dim": int(vectors.shape[1]),
+                "vector": vector.astype(np.float32),
+            }
+            for (exp, (step, has_error, text, payload)), vector in zip(specs, vectors, strict=True)
+        ]
+        with self.store.writing():
+            self.store.windows.upsert(rows)
+        return len(rows)
+
+    def _done(self, ids: Sequence[str]) -> None:
+        _, pending_key = self._keys
+        with self.store.writing():
+            done = set(ids)
+            pending = json.loads(self.store.sql.get_meta(pending_key) or "[]")
+            self.store.sql.set_meta(
+                {pending_key: json.dumps([i for i in pending if i not in done])}
+            )
+
+    def delete(self, exp_ids: Sequence[str]) -> None:
+        """Drop the windows of these experiences."""
+        with self.store.writing():
+            self.store.windows.delete(list(exp_ids))
+
+    def sync(self) -> None:
+        """Repair the window table: pending writes after a crash, other writers, a new model."""
+        state_key, pending_key = self._keys
+        sql = self.store.sql
+        state = json.loads(sql.get_meta(state_key) or "{}")
+        total = self.records.count_experiences()
+        if state.get("model") not in (None, self.store.model_name):
+            self.rebuild()
+            return
+        pending = json.loads(sql.get_meta(pending_key) or "[]")
+        for start in range(0, len(pending), 256):
+            chunk = pending[start : start + 256]
+            found = self.records.get_experiences(chunk)
+            self.delete(list(found))
+            self._build([e for e in found.values() if e.merged_into is None])
+            self._done(chunk)
+        if int(state.get("count", 0)) != total:
+            sql_ids = {i for i in self.records.ids() if kind_of(i) == "experience"}
+            have = self.store.windows.distinct("exp_id", f"namespace = {quote(self.namespace)}")
+            missing = sorted(sql_ids - have)
+            self.delete(sorted(have - sql_ids))
+            for start in range(0, len(missing), 256):
+                chunk = self.records.get_experiences(missing[start : start + 256])
+                self._build([e for e in chunk.values() if e.steps and e.merged_into is None])
+            sql.set_meta({state_key: json.dumps({"model": self.store.model_name, "count": total})})
+
+    def rebuild(self) -> int:
+        """Rebuild this namespace's step windows from SQL; returns how many were written."""
+        state_key, pending_key = self._keys
+        with self.store.writing():  # this namespace's rows only: others keep theirs
+            self.store.windows.delete([self.namespace], column="namespace")
+        written = total = 0
+        batch: list[Experience] = []
+        for exp in self.records.iter_experiences():
+            total += 1
+            if exp.steps and exp.merged_into is None:
+                batch.append(exp)
+            if len(batch) >= 256:
+                written += self._build(batch)
+                batch = []
+        written += self._build(batch)
+        self.store.sql.set_meta(
+            {
+                state_key: json.dumps({"model": self.store.model_name, "count": total}),
+                pending_key: "[]",
+            }
+        )
+        with self.store.writing():
+            self.store.windows.optimize()
+        return written
+
+
+__all__ = ["WINDOWS_AT_ONCE", "StepWindows"]

@@ -1,0 +1,288 @@
+"""``Store``: one store location and everything the services share.
+
+A ``Store`` holds the SQL engine (the source of truth), the derived LanceDB tables (items and step
+windows), the per-namespace graph caches, the write lock and the embedding model, and owns the only
+write path for records (:meth:`Store.write`). Services (``kb.services``) take a store and a
+namespace; the MCP hub shares one store across all namespaces.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from filelock import FileLock, Timeout
+
+from kb import documents as docs
+from kb.config import Settings
+from kb.embeddings import CachedEmbedder, Embedder, SentenceTransformerEmbedder
+from kb.errors import Conflict, Invalid, ModelMismatch
+from kb.models import Experience, Kind, Skill, new_id
+from kb.stores.graph import Graph
+from kb.stores.index import ITEMS, WINDOWS, Index, connect
+from kb.stores.records import Records, Session
+from kb.stores.sql import SQLStore
+from kb.stores.tokens import TokenStore
+
+WRITE_BATCH = 256
+Item = Experience | Skill
+Progress = Callable[[int], None]
+
+
+class Store:
+    """One store location (a directory, or a SQL URL plus an index URI), shared by services.
+
+    Args:
+        path: the store directory (SQLite file, LanceDB folder, lock file, tracer model).
+        settings: configuration (``Settings()`` reads ``KB_*``).
+        embedder: an embedding model to use instead of the configured sentence-transformers one.
+    """
+
+    def __init__(
+        self, path: Path, *, settings: Settings | None = None, embedder: Embedder | None = None
+    ):
+        self.path = path
+        self.settings = settings or Settings()
+        path.mkdir(parents=True, exist_ok=True)
+        url = self.settings.sql_url
+        self.sql = SQLStore(url) if url else SQLStore.at(path)
+        self.tokens = TokenStore(self.sql)
+        db = connect(self.settings.index_uri or path / "index")
+        self.items = Index(db, ITEMS)
+        self.windows = Index(db, WINDOWS)
+        self._file_lock = FileLock(str(path / ".write.lock"), timeout=300)
+        self._thread_lock = threading.RLock()
+        self._embedder_arg = embedder
+        self._embedder: CachedEmbedder | None = None
+        self.model_name = embedder.name if embedder is not None else self.settings.model
+        self._records: dict[str, Records] = {}
+        self._graphs: dict[str, tuple[str, Graph]] = {}
+        self._repaired = False
+        self.closed = False
+
+    def close(self) -> None:
+        """Release the engine (files stay as they are)."""
+        if not self.closed:
+            self.sql.dispose()
+            self.closed = True
+
+    def records(self, namespace: str) -> Records:
+        """The record queries of one namespace."""
+        if namespace not in self._records:
+            self._records[namespace] = Records(self.sql, namespace)
+        return self._records[namespace]
+
+    # -- the model -----------------------------------------------------------------------------
+    @property
+    def embedder(self) -> CachedEmbedder:
+        """The embedding model (loaded on first use), behind the content-hash cache."""
+        if self._embedder is None:
+            inner = self._embedder_arg or SentenceTransformerEmbedder(
+                self.settings.model,
+                device=self.settings.device,
+                batch_size=self.settings.batch_size,
+            )
+            self._embedder = CachedEmbedder(inner, get=self.sql.cache_get)
+        return self._embedder
+
+    def stored_model(self) -> tuple[str | None, int | None]:
+        """The model and dimension the store's vectors were made with (None when empty)."""
+        dim = self.sql.get_meta("dim")
+        return self.sql.get_meta("model"), int(dim) if dim else None
+
+    def model_matches(self) -> bool:
+        stored, _ = self.stored_model()
+        return stored is None or stored == self.model_name
+
+    def check_model(self) -> None:
+        """Refuse vector work when the store was embedded with another model."""
+        stored, _ = self.stored_model()
+        if stored is not None and stored != self.model_name:
+            raise ModelMismatch(
+                f"this store's vectors were made with {stored!r} but the configured model is "
+                f"{self.model_name!r}; run `kb reindex` to re-embed with {self.model_name!r} "
+                "(or configure the store's model)"
+            )
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Embed texts with the store's model (cached by content hash)."""
+        self.check_model()
+        return self.embedder.encode(texts)
+
+    # -- writing -------------------------------------------------------------------------------
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """One writer at a time per store: a thread lock and a file lock across processes."""
+        with self._thread_lock:
+            try:
+                with self._file_lock:
+                    yield
+            except Timeout as exc:
+                raise Conflict(
+                    f"the store {self.path} is locked by another writer; try again"
+                ) from exc
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """The write lock and one SQL transaction (committed on success, rolled back on error)."""
+        with self.writing(), self.sql.session() as session:
+            yield session
+
+    def write(
+        self,
+        items: Sequence[Item],
+        *,
+        vectors: np.ndarray | None = None,
+        replace: bool = False,
+        before_commit: Callable[[Session], None] | None = None,
+    ) -> None:
+        """The write path of records: SQL commit (marked unindexed), then the index, then mark
+        indexed. A crash between the steps leaves rows that :meth:`repair` indexes on next use.
+
+        Args:
+            vectors: the items' vectors when already known (a lossless import), else embedded.
+            replace: rows with these ids may exist in the index (an update).
+            before_commit: more writes for the same transaction (edges, events, meta).
+        """
+        if not items:
+            return
+        if vectors is None:
+            vectors = self.embed([embed_text(i) for i in items])
+        if vectors.ndim != 2 or len(vectors) != len(items):
+            raise Invalid(f"{len(items)} records but vectors of shape {vectors.shape}")
+        stored_dim = self.stored_model()[1]
+        if stored_dim is not None and vectors.shape[1] != stored_dim:
+            raise Invalid(
+                f"vectors have {vectors.shape[1]} dimensions; this store's have {stored_dim}"
+            )
+        with self.writing():
+            with self.sql.session() as session:
+                by_ns: dict[str, list[Item]] = {}
+                for item in items:
+                    by_ns.setdefault(item.namespace, []).append(item)
+                for namespace, group in by_ns.items():
+                    self.records(namespace).put(session, group)
+                self.sql.cache_put(self._embedder.drain() if self._embedder else {}, session)
+                if self.sql.get_meta("model") is None:
+                    self.sql.set_meta(
+                        {"model": self.model_name, "dim": str(vectors.shape[1])}, session
+                    )
+                if before_commit is not None:
+                    before_commit(session)
+            self.items.upsert(self.index_rows(items, vectors), new=not replace)
+            self.sql.mark_indexed([i.id for i in items])
+
+    def index_rows(self, items: Sequence[Item], vectors: np.ndarray) -> list[dict[str, Any]]:
+        """The derived index rows of records."""
+        rows = []
+        dim = int(vectors.shape[1])
+        for item, vector in zip(items, vectors, strict=True):
+            row: dict[str, Any]
+            if isinstance(item, Experience):
+                row = {
+                    "kind": Kind.experience.value,
+                    "outcome": item.outcome.value,
+                    "status": None,
+                    "latest": item.merged_into is None,
+                    "text": docs.experience_fts_text(item),
+                    "sig": docs.signature_tokens(item.signature),
+                }
+            else:
+                row = {
+                    "kind": Kind.skill.value,
+                    "outcome": None,
+                    "status": item.status.value,
+                    "latest": item.latest,
+                    "text": docs.skill_fts_text(item),
+                    "sig": "",
+                }
+            row.update(
+                id=item.id,
+                namespace=item.namespace,
+                domain=item.domain,
+                source_id=item.provenance.source_id,
+                tags=list(item.tags),
+                model=self.model_name,
+                dim=dim,
+                vector=vector.astype(np.float32),
+            )
+            rows.append(row)
+        return rows
+
+    def repair(self) -> int:
+        """Index what SQL holds but the index lacks (after a crash); return how many rows."""
+        pending = self.sql.unindexed()
+        if not pending:
+            return 0
+        self.check_model()
+        for start in range(0, len(pending), WRITE_BATCH):
+            chunk = pending[start : start + WRITE_BATCH]
+            vectors = self.embedder.encode([embed_text(i) for i in chunk])
+            with self.writing():
+                self.sql.cache_put(self.embedder.drain())
+                self.items.upsert(self.index_rows(chunk, vectors), new=False)
+                self.sql.mark_indexed([i.id for i in chunk])
+        return len(pending)
+
+    def ready(self) -> None:
+        """Repair once per process before the first write or search."""
+        if not self._repaired:
+            self.repair()
+            self._repaired = True
+
+    def reindex(self, *, progress: Progress | None = None) -> int:
+        """Rebuild the items table from SQL with the configured model; returns rows indexed."""
+        with self.writing():
+            self.items.drop()
+            with self.sql.session() as session:
+                self.sql.set_meta({"model": self.model_name}, session)
+                self.sql.mark_all_unindexed(session)
+        total = 0
+        for chunk in self.sql.iter_all_records(WRITE_BATCH):
+            vectors = self.embedder.encode([embed_text(i) for i in chunk])
+            with self.writing():
+                if total == 0:
+                    self.sql.set_meta({"dim": str(vectors.shape[1])})
+                self.sql.cache_put(self.embedder.drain())
+                self.items.upsert(self.index_rows(chunk, vectors), new=True)
+                self.sql.mark_indexed([i.id for i in chunk])
+            total += len(chunk)
+            if progress:
+                progress(len(chunk))
+        self.optimize()
+        self._repaired = True
+        return total
+
+    def optimize(self) -> None:
+        """Compact the derived tables and fold new rows into their indexes."""
+        with self.writing():
+            self.items.optimize()
+            self.windows.optimize()
+
+    # -- the graph -----------------------------------------------------------------------------
+    def graph(self, namespace: str) -> Graph:
+        """The graph of a namespace's edges, reloaded when another process changed it."""
+        version = self.sql.get_meta(f"graph_version:{namespace}") or "0"
+        cached = self._graphs.get(namespace)
+        if cached is None or cached[0] != version:
+            cached = (version, Graph(self.records(namespace).edges()))
+            self._graphs[namespace] = cached
+        return cached[1]
+
+    def bump_graph(self, session: Session, namespace: str) -> None:
+        """Mark a namespace's graph changed (inside the writing transaction)."""
+        self.sql.set_meta({f"graph_version:{namespace}": new_id("g")}, session)
+
+
+def embed_text(item: Item) -> str:
+    """The text a record is embedded by."""
+    if isinstance(item, Experience):
+        return docs.experience_embed_text(item)
+    return docs.skill_embed_text(item)
+
+
+__all__ = ["WRITE_BATCH", "Item", "Progress", "Store", "embed_text"]

@@ -1,0 +1,292 @@
+"""The derived index: LanceDB tables of vectors plus full-text indexes, one ``Index`` per table.
+
+Every row mirrors something SQL holds (a record, or a step window of an experience) and carries
+the embedding model's name and dimension, so a table can always be rebuilt from SQL
+(``kb reindex``). Two tables are configured below: ``ITEMS`` (experiences and skill versions)
+and ``WINDOWS`` (decision points of experiences, for ``refine``).
+
+Writers are serialised by the store's write lock and LanceDB retries its own commit conflicts, so
+no write here needs a retry of its own.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("LANCE_LOG", "error")
+
+import lancedb
+import numpy as np
+import pyarrow as pa
+from lancedb.index import FTS, Bitmap, HnswSq
+
+ANN_MIN_ROWS = 5_000
+"""Below this many rows an exhaustive vector scan is fast enough; above it, an ANN index pays."""
+OPTIMIZE_EVERY = 50
+"""Compact and fold new rows into the indexes after this many writes of one process."""
+
+
+def quote(value: str) -> str:
+    """A SQL string literal for LanceDB filters."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def in_list(column: str, values: Sequence[str]) -> str:
+    return f"{column} IN ({', '.join(quote(v) for v in values)})"
+
+
+_WORDS = FTS()
+_TOKENS = FTS(base_tokenizer="whitespace", stem=False, remove_stop_words=False, ascii_folding=False)
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """How one derived table looks: its columns (besides ``vector``), the column rows are
+    keyed and grouped by, its full-text columns, and the columns prefilters read."""
+
+    name: str
+    columns: tuple[tuple[str, pa.DataType], ...]
+    group: str = "id"
+    fts: dict[str, FTS] = field(default_factory=dict)
+    bitmaps: tuple[str, ...] = ()
+
+    def schema(self, dim: int) -> pa.Schema:
+        return pa.schema(
+            [("id", pa.string()), *self.columns, ("vector", pa.list_(pa.float32(), dim))]
+        )
+
+
+ITEMS = TableSpec(
+    name="items",
+    columns=(
+        ("namespace", pa.string()),
+        ("kind", pa.string()),
+        ("outcome", pa.string()),
+        ("domain", pa.string()),
+        ("source_id", pa.string()),
+        ("status", pa.string()),
+        ("tags", pa.list_(pa.string())),
+        ("latest", pa.bool_()),
+        ("text", pa.string()),
+        ("sig", pa.string()),
+        ("model", pa.string()),
+        ("dim", pa.int32()),
+    ),
+    fts={"text": _WORDS, "sig": _TOKENS},
+    bitmaps=("namespace", "kind", "latest", "status", "outcome"),
+)
+
+WINDOWS = TableSpec(
+    name="windows",
+    columns=(
+        ("exp_id", pa.string()),
+        ("namespace", pa.string()),
+        ("outcome", pa.string()),
+        ("domain", pa.string()),
+        ("source_id", pa.string()),
+        ("step", pa.int32()),
+        ("error", pa.bool_()),
+        ("text", pa.string()),
+        ("next", pa.string()),
+        ("model", pa.string()),
+        ("dim", pa.int32()),
+    ),
+    group="exp_id",
+    fts={"text": _WORDS},
+)
+
+
+def connect(uri: str | Path) -> Any:
+    """A LanceDB connection that always reads the latest committed version."""
+    return lancedb.connect(str(uri), read_consistency_interval=timedelta(0))
+
+
+class Index:
+    """Vector and full-text search over one derived LanceDB table."""
+
+    def __init__(self, db: Any, spec: TableSpec):
+        self.db = db
+        self.spec = spec
+        self._table: Any = None
+        self._writes = 0
+
+    @property
+    def table(self) -> Any:
+        if self._table is None and self.spec.name in self._table_names():
+            self._table = self.db.open_table(self.spec.name)
+        return self._table
+
+    def _table_names(self) -> list[str]:
+        listing = self.db.list_tables()
+        return list(getattr(listing, "tables", listing))
+
+    @property
+    def dim(self) -> int | None:
+        if self.table is None:
+            return None
+        return int(self.table.schema.field("vector").type.list_size)
+
+    def _index_names(self) -> set[str]:
+        return {index.name for index in self.table.list_indices()}
+
+    # -- writes -------------------------------------------------------------------------------
+    def upsert(self, rows: list[dict[str, Any]], *, new: bool = False) -> None:
+        """Add rows; replaces rows with the same id unless the caller knows they are ``new``."""
+        if not rows:
+            return
+        schema = self.spec.schema(len(rows[0]["vector"]))
+        if self.table is None:
+            self._table = self.db.create_table(self.spec.name, schema=schema, exist_ok=True)
+        data = pa.Table.from_pylist(rows, schema=schema)
+        if new:
+            self.table.add(data)
+        else:
+            (
+                self.table.merge_insert("id")
+                .when_matched_update_all()
+                .when_not_matched_insert_all()
+                .execute(data)
+            )
+        self._writes += 1
+        missing = {f"{c}_idx" for c in self.spec.fts} - self._index_names()
+        for column, config in self.spec.fts.items():
+            if f"{column}_idx" in missing:
+                self.table.create_index(column, config=config, replace=True, name=f"{column}_idx")
+        if self._writes % OPTIMIZE_EVERY == 0:
+            self.optimize()
+
+    def delete(self, keys: Sequence[str], *, column: str | None = None) -> None:
+        """Delete rows whose ``column`` (default: the spec's group column) is in ``keys``."""
+        if self.table is None or not keys:
+            return
+        for start in range(0, len(keys), 500):
+            self.table.delete(in_list(column or self.spec.group, keys[start : start + 500]))
+
+    def drop(self) -> None:
+        if self.spec.name in self._table_names():
+            self.db.drop_table(self.spec.name)
+        self._table = None
+
+    def optimize(self) -> None:
+        """Compact fragments, fold new rows into the indexes, add bitmaps and the ANN index
+        once the table is large."""
+        if self.table is None:
+            return
+        self.table.optimize(cleanup_older_than=timedelta(minutes=10))
+        rows = self.table.count_rows()
+        if rows < ANN_MIN_ROWS:
+            return
+        names = self._index_names()
+        for column in self.spec.bitmaps:
+            if f"{column}_idx" not in names:
+                self.table.create_index(column, config=Bitmap(), name=f"{column}_idx")
+        if "vector_idx" not in names:
+            partitions = max(4, int(rows**0.5) // 4)
+            config = HnswSq(distance_type="cosine", num_partitions=partitions)
+            self.table.create_index("vector", config=config, name="vector_idx")
+
+    # -- reads --------------------------------------------------------------------------------
+    def nearest(
+        self, vector: np.ndarray, *, k: int, where: str, columns: Sequence[str] = ("id",)
+    ) -> list[dict[str, Any]]:
+        """The ``k`` rows nearest to ``vector`` (cosine) that pass ``where``, with a ``score``."""
+        if self.table is None:
+            return []
+        rows = (
+            self.table.search(vector.astype(np.float32), vector_column_name="vector")
+            .metric("cosine")
+            .where(where, prefilter=True)
+            .select([*columns, "_distance"])
+            .limit(k)
+            .to_list()
+        )
+        for row in rows:
+            row["score"] = 1.0 - float(row.pop("_distance"))
+        return list(rows)
+
+    def matching(
+        self,
+        query: str,
+        *,
+        k: int,
+        where: str,
+        column: str = "text",
+        columns: Sequence[str] = ("id",),
+    ) -> list[dict[str, Any]]:
+        """The ``k`` best BM25 matches of ``query`` in ``column`` that pass ``where``."""
+        if self.table is None or not query.strip():
+            return []
+        rows = (
+            self.table.search(query, query_type="fts", fts_columns=column)
+            .where(where, prefilter=True)
+            .select([*columns, "_score"])
+            .limit(k)
+            .to_list()
+        )
+        for row in rows:
+            row["score"] = float(row.pop("_score"))
+        return list(rows)
+
+    def vector_search(self, vector: np.ndarray, *, k: int, where: str) -> list[tuple[str, float]]:
+        return [(r["id"], r["score"]) for r in self.nearest(vector, k=k, where=where)]
+
+    def text_search(
+        self, query: str, *, k: int, where: str, column: str = "text"
+    ) -> list[tuple[str, float]]:
+        return [
+            (r["id"], r["score"]) for r in self.matching(query, k=k, where=where, column=column)
+        ]
+
+    def rows(self, ids: Sequence[str], names: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Chosen columns of the rows with these ids (e.g. ``sig`` for structure, ``vector``)."""
+        if self.table is None or not ids:
+            return {}
+        out: dict[str, dict[str, Any]] = {}
+        wanted = ["id", *[n for n in names if n != "id"]]
+        for start in range(0, len(ids), 1000):
+            chunk = list(ids[start : start + 1000])
+            query = self.table.search().where(in_list("id", chunk)).select(wanted)
+            out.update({row["id"]: row for row in query.limit(len(chunk)).to_list()})
+        return out
+
+    def vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        return {
+            key: np.asarray(row["vector"], dtype=np.float32)
+            for key, row in self.rows(ids, ["vector"]).items()
+        }
+
+    def distinct(self, column: str, where: str | None = None) -> set[Any]:
+        """Every value of a column (ids, group keys, model names), of rows passing ``where``."""
+        if self.table is None:
+            return set()
+        query = self.table.search().select([column]).limit(None)
+        if where:
+            query = query.where(where)
+        return set(query.to_arrow()[column].to_pylist())
+
+    def ids(self) -> set[str]:
+        return self.distinct("id")
+
+    def models(self) -> set[str]:
+        return self.distinct("model")
+
+    def count(self, where: str | None = None) -> int:
+        if self.table is None:
+            return 0
+        return int(self.table.count_rows(where)) if where else int(self.table.count_rows())
+
+
+__all__ = [
+    "ITEMS",
+    "WINDOWS",
+    "Index",
+    "TableSpec",
+    "connect",
+    "in_list",
+    "quote",
+]

@@ -41,6 +41,12 @@ class Settings(BaseSettings):
     # MCP server.
     allow_run: bool = False
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    rate_limit: float = Field(
+        120.0, ge=0, description="HTTP MCP requests a minute per token (0: no limit)"
+    )
+    rate_burst: int = Field(30, ge=1, description="HTTP MCP requests a token may send at once")
+    # Test hook: die (SIGKILL) at this named point of a write (see kb.store.CRASH_POINTS).
+    crash_at: str | None = None
 
     def store_path(self) -> Path:
         return Path(self.store) if self.store else Path(platformdirs.user_data_dir("kb")) / "store"

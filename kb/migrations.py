@@ -125,8 +125,91 @@ def _m001_initial(conn: Connection) -> None:
     _v1_schema().create_all(conn)
 
 
+def _m002_namespaced_identity(conn: Connection) -> None:
+    """A record's identity becomes (namespace, id); experiences gain a source key (unique per
+    namespace: idempotent imports), a version number, a tombstone and a table of earlier
+    versions."""
+    v2 = MetaData()
+    stamp = DateTime(timezone=True)
+    experiences = Table(
+        "experiences",
+        v2,
+        Column("namespace", String(), primary_key=True),
+        Column("id", String(), primary_key=True),
+        Column("task", String(), nullable=False),
+        Column("domain", String(), index=True),
+        Column("outcome", String(), nullable=False),
+        Column("source_id", String(), index=True),
+        Column("source_key", String()),
+        Column("version", Integer(), nullable=False),
+        Column("deleted_at", stamp, index=True),
+        Column("data", JSON(), nullable=False),
+        Column("created_at", stamp, nullable=False, index=True),
+        Column("updated_at", stamp, nullable=False),
+        Column("indexed", Boolean(), nullable=False, index=True),
+        Index("ix_exp_ns_outcome", "namespace", "outcome"),
+        Index("ix_exp_ns_source_key", "namespace", "source_key", unique=True),
+    )
+    skills = Table(
+        "skills",
+        v2,
+        Column("namespace", String(), primary_key=True),
+        Column("id", String(), primary_key=True),
+        Column("name", String(), nullable=False),
+        Column("version", Integer(), nullable=False),
+        Column("status", String(), nullable=False),
+        Column("latest", Boolean(), nullable=False, index=True),
+        Column("data", JSON(), nullable=False),
+        Column("created_at", stamp, nullable=False),
+        Column("updated_at", stamp, nullable=False),
+        Column("indexed", Boolean(), nullable=False, index=True),
+        Index("ix_skill_ns_name_version", "namespace", "name", "version", unique=True),
+    )
+    Table(
+        "experience_versions",
+        v2,
+        Column("namespace", String(), primary_key=True),
+        Column("id", String(), primary_key=True),
+        Column("version", Integer(), primary_key=True),
+        Column("data", JSON(), nullable=False),
+        Column("created_at", stamp, nullable=False),
+    )
+    old_indexes = {
+        "experiences": [
+            "ix_experiences_namespace",
+            "ix_experiences_indexed",
+            "ix_exp_ns_outcome",
+            "ix_experiences_created_at",
+            "ix_experiences_domain",
+            "ix_experiences_source_id",
+        ],
+        "skills": [
+            "ix_skills_namespace",
+            "ix_skills_latest",
+            "ix_skills_indexed",
+            "ix_skill_ns_name_version",
+        ],
+    }
+    for table, names in old_indexes.items():
+        for name in names:
+            conn.execute(text(f"DROP INDEX IF EXISTS {name}"))
+        conn.execute(text(f"ALTER TABLE {table} RENAME TO {table}_v1"))
+    v2.create_all(conn)
+    common = (
+        "id, namespace, task, domain, outcome, source_id, data, created_at, updated_at, indexed"
+    )
+    conn.execute(
+        text(f"INSERT INTO experiences ({common}, version) SELECT {common}, 1 FROM experiences_v1")
+    )
+    columns = "id, namespace, name, version, status, latest, data, created_at, updated_at, indexed"
+    conn.execute(text(f"INSERT INTO skills ({columns}) SELECT {columns} FROM skills_v1"))
+    for old in (experiences, skills):
+        conn.execute(text(f"DROP TABLE {old.name}_v1"))
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "initial schema", _m001_initial),
+    (2, "identity (namespace, id); source keys, versions, tombstones", _m002_namespaced_identity),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -35,6 +35,8 @@ MAX_BATCH = 10_000
 """Records in one ``add_experiences`` call."""
 MAX_PROGRAM = 200_000
 """Characters of a skill program."""
+MAX_DEPTH = 32
+"""Nesting of JSON values (artifacts, arguments)."""
 
 SLUG_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 NAMESPACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -106,6 +108,23 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
 
+def _depth(value: Any, limit: int = MAX_DEPTH) -> int:
+    """How deeply a JSON value nests (stops counting past ``limit``)."""
+    if limit < 0:
+        return 0
+    if isinstance(value, dict):
+        return 1 + max((_depth(v, limit - 1) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v, limit - 1) for v in value), default=0)
+    return 0
+
+
+def _check_depth(value: Any, field: str) -> Any:
+    if _depth(value) > MAX_DEPTH:
+        raise ValueError(f"{field} nests deeper than {MAX_DEPTH} levels")
+    return value
+
+
 def _check_text(value: str | None, field: str, limit: int = MAX_TEXT) -> str | None:
     if value is not None and len(value) > limit:
         raise ValueError(f"{field} is {len(value)} characters; the limit is {limit}")
@@ -137,6 +156,11 @@ class Step(_Strict):
     def _limit(cls, value: str | None, info: Any) -> str | None:
         return _check_text(value, f"step.{info.field_name}")
 
+    @field_validator("args")
+    @classmethod
+    def _nesting(cls, value: Any) -> Any:
+        return _check_depth(value, "step.args")
+
 
 class Attribution(_Strict):
     """Which agent and step caused a failure, why, and how sure we are."""
@@ -154,6 +178,11 @@ class Provenance(_Strict):
     source: str = Field("sdk", description="who wrote it: sdk | cli | mcp | import | mined | ...")
     imported_from: str | None = None
     source_id: str | None = Field(None, description="the id the record had at its source")
+    source_key: str | None = Field(
+        None,
+        description="what makes a write idempotent: the importer's key for the source record, a "
+        "content hash, or the caller's idempotency key; unique in a namespace",
+    )
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -196,12 +225,31 @@ class ExperienceCreate(_Strict):
                 out.append(tag)
         return out
 
+    @field_validator("artifacts", "gold_actions")
+    @classmethod
+    def _nesting(cls, value: Any, info: Any) -> Any:
+        return _check_depth(value, info.field_name)
+
     @field_validator("plan", "lessons")
     @classmethod
     def _items(cls, value: list[str], info: Any) -> list[str]:
         for item in value:
             _check_text(item, f"{info.field_name} item")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _number_steps(cls, data: Any) -> Any:
+        """Steps given as mappings without an ``index`` are numbered in order."""
+        if isinstance(data, dict) and isinstance(data.get("steps"), list):
+            steps = [
+                {**step, "index": position}
+                if isinstance(step, dict) and "index" not in step
+                else step
+                for position, step in enumerate(data["steps"])
+            ]
+            data = {**data, "steps": steps}
+        return data
 
     @model_validator(mode="after")
     def _steps_in_order(self) -> ExperienceCreate:
@@ -254,6 +302,8 @@ class Experience(ExperienceCreate):
     uses: int = 0
     successes: int = 0
     failures: int = 0
+    version: int = Field(1, ge=1, description="1, then one more per update (see kb history)")
+    deleted_at: datetime | None = Field(None, description="set while the record is tombstoned")
     updated_at: datetime = Field(default_factory=utcnow)
 
 
@@ -370,10 +420,15 @@ class SearchHit(BaseModel):
 
 
 class ImportReport(BaseModel):
+    """What an import of one file did: ids added, merged, left unchanged (already stored) and
+    updated (new versions), and each record skipped with the reason."""
+
     path: str
     format: str
     added: list[str] = Field(default_factory=list)
     merged: list[str] = Field(default_factory=list)
+    unchanged: list[str] = Field(default_factory=list)
+    updated: list[str] = Field(default_factory=list)
     skipped: list[dict[str, str]] = Field(default_factory=list)
     edges: int = 0
 
@@ -399,6 +454,7 @@ class Stats(BaseModel):
     skills_by_status: dict[str, int]
     edges: int
     events: int
+    tombstoned: int = 0
     indexed: int
     pending_index: int
     model: str | None
@@ -408,29 +464,51 @@ class Stats(BaseModel):
 
 # -- SQL tables -----------------------------------------------------------------------------------
 class ExperienceRow(SQLModel, table=True):
-    __tablename__ = "experiences"
-    __table_args__ = (Index("ix_exp_ns_outcome", "namespace", "outcome"),)
+    """The latest content of an experience; identity is (namespace, id)."""
 
+    __tablename__ = "experiences"
+    __table_args__ = (
+        Index("ix_exp_ns_outcome", "namespace", "outcome"),
+        Index("ix_exp_ns_source_key", "namespace", "source_key", unique=True),
+    )
+
+    namespace: str = SQLField(primary_key=True)
     id: str = SQLField(primary_key=True)
-    namespace: str = SQLField(index=True)
     task: str
     domain: str | None = SQLField(default=None, index=True)
     outcome: str
     source_id: str | None = SQLField(default=None, index=True)
+    source_key: str | None = None
+    version: int = 1
+    deleted_at: datetime | None = SQLField(default=None, index=True)
     data: dict[str, Any] = SQLField(sa_column=Column(JSON, nullable=False))
     created_at: datetime = SQLField(default_factory=utcnow, index=True)
     updated_at: datetime = SQLField(default_factory=utcnow)
     indexed: bool = SQLField(default=False, index=True)
 
 
+class ExperienceVersionRow(SQLModel, table=True):
+    """An earlier content of an experience, kept when an update replaced it."""
+
+    __tablename__ = "experience_versions"
+
+    namespace: str = SQLField(primary_key=True)
+    id: str = SQLField(primary_key=True)
+    version: int = SQLField(primary_key=True)
+    data: dict[str, Any] = SQLField(sa_column=Column(JSON, nullable=False))
+    created_at: datetime = SQLField(default_factory=utcnow)
+
+
 class SkillRow(SQLModel, table=True):
+    """One version of a skill; identity is (namespace, id)."""
+
     __tablename__ = "skills"
     __table_args__ = (
         Index("ix_skill_ns_name_version", "namespace", "name", "version", unique=True),
     )
 
+    namespace: str = SQLField(primary_key=True)
     id: str = SQLField(primary_key=True)
-    namespace: str = SQLField(index=True)
     name: str
     version: int
     status: str

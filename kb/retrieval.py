@@ -99,7 +99,9 @@ class Filters:
 
     def where(self, namespace: str, quote: Any) -> str:
         """A LanceDB SQL predicate for these filters (values quoted by ``quote``)."""
-        parts = [f"namespace = {quote(namespace)}", "latest = true"]
+        # experiences: not merged into another record; skills: every version (the search serves
+        # per name the newest version whose status it allows)
+        parts = [f"namespace = {quote(namespace)}", "(kind != 'experience' OR latest = true)"]
         if self.kind:
             parts.append(f"kind = {quote(self.kind)}")
         outcomes = [self.outcome] if isinstance(self.outcome, str) else self.outcome

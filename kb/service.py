@@ -16,6 +16,7 @@ from kb.config import settings as load_settings
 from kb.embeddings import CachedEmbedder, Embedder
 from kb.errors import ImportFailed, Invalid
 from kb.models import (
+    MAX_BATCH,
     Attribution,
     Edge,
     Experience,
@@ -48,6 +49,7 @@ from kb.services.skills import (
 from kb.services.tokens import NewToken, TokenInfo, Tokens
 from kb.services.tracing import LabelImportReport, TraceLine, Tracing, TrainReport
 from kb.services.transfer import DoctorReport, Transfer
+from kb.services.view import Viewer
 from kb.services.windows import StepWindows
 from kb.store import Progress, Store
 
@@ -74,6 +76,7 @@ class KnowledgeBase:
         self.tracing = Tracing(store, namespace, self.searcher, self.experiences, self.skills)
         self.transfer = Transfer(store, namespace, self.experiences, self.skills, self.tracing)
         self.tokens = Tokens(store, namespace)
+        self.viewer = Viewer(store, namespace, self.searcher, self.experiences, self.skills)
 
     @classmethod
     def open(
@@ -150,10 +153,15 @@ class KnowledgeBase:
 
     # -- experiences ---------------------------------------------------------------------------
     def add_experience(
-        self, experience: ExperienceCreate | Mapping[str, Any], *, policy: Policy = "admit"
+        self,
+        experience: ExperienceCreate | Mapping[str, Any],
+        *,
+        policy: Policy = "admit",
+        idempotency_key: str | None = None,
     ) -> AddResult:
-        """Record one experience (see :meth:`Experiences.admit` for the policies)."""
-        return self.experiences.add(experience, policy=policy)
+        """Record one experience (see :meth:`Experiences.admit` for the policies); a retry with
+        the same ``idempotency_key`` stores nothing and returns the first id as ``unchanged``."""
+        return self.experiences.add(experience, policy=policy, idempotency_key=idempotency_key)
 
     def add_experiences(
         self,
@@ -162,8 +170,12 @@ class KnowledgeBase:
         policy: Policy = "admit",
         progress: Progress | None = None,
     ) -> list[AddResult]:
-        """Record many experiences in batches; all are validated before anything is written."""
-        return self.experiences.admit(experiences, policy=policy, progress=progress)
+        """Record many experiences in one transaction (at most ``MAX_BATCH``); all are validated
+        before anything is written."""
+        items = list(experiences)
+        if len(items) > MAX_BATCH:
+            raise Invalid(f"at most {MAX_BATCH} experiences per call; split the batch")
+        return self.experiences.admit(items, policy=policy, progress=progress)
 
     def admit_experiences(
         self,
@@ -185,9 +197,23 @@ class KnowledgeBase:
         """Change fields of an experience; returns the stored result."""
         return self.experiences.update(experience_id, changes)
 
-    def delete_experience(self, experience_id: str) -> None:
-        """Delete an experience, its edges and its events."""
+    def delete_experience(self, experience_id: str) -> Experience:
+        """Tombstone an experience: hidden from search and lists until :meth:`restore_experience`;
+        :meth:`purge` removes it for good."""
         return self.experiences.delete(experience_id)
+
+    def restore_experience(self, experience_id: str) -> Experience:
+        """Undo :meth:`delete_experience`."""
+        return self.experiences.restore(experience_id)
+
+    def experience_history(self, experience_id: str) -> list[Experience]:
+        """Every version of an experience, oldest first, the current one last."""
+        return self.experiences.history(experience_id)
+
+    def purge(self, ids: Sequence[str] | None = None) -> list[str]:
+        """Remove tombstoned experiences (all, or these) for good, with their versions, edges,
+        events and index rows; returns the ids purged."""
+        return self.experiences.purge(ids)
 
     def list_experiences(
         self,
@@ -446,6 +472,25 @@ class KnowledgeBase:
         """Write (task, context, wrong step, corrected step) pairs as JSONL."""
         return self.tracing.export_pairs(path)
 
+    # -- viewing -------------------------------------------------------------------------------
+    def view_html(self, experience_id: str, *, link: str | None = None) -> str:
+        """A run as one self-contained HTML page to step through (see :meth:`Viewer.html`)."""
+        return self.viewer.html(experience_id, link=link)
+
+    def view_list_html(
+        self,
+        *,
+        outcome: str | None = "failure",
+        domain: str | None = None,
+        limit: int = 50,
+        link: str | None = None,
+        live: bool = False,
+    ) -> str:
+        """The namespace's runs as one HTML page, newest first (see :meth:`Viewer.list_html`)."""
+        return self.viewer.list_html(
+            outcome=outcome, domain=domain, limit=limit, link=link, live=live
+        )
+
     # -- tokens --------------------------------------------------------------------------------
     def create_token(self, name: str, namespace: str | None = None) -> NewToken:
         """Create a bearer token for the HTTP MCP server (the secret is shown once)."""
@@ -470,12 +515,19 @@ class KnowledgeBase:
         format: str = "auto",
         *,
         skip_invalid: bool = False,
+        update: bool = False,
         domain: str | None = None,
         progress: Progress | None = None,
     ) -> ImportReport | LabelImportReport:
-        """Import a file (see :meth:`Transfer.import_file`)."""
+        """Import a file, all of it or none of it; records already stored are ``unchanged``
+        (see :meth:`Transfer.import_file`)."""
         return self.transfer.import_file(
-            Path(path), format, skip_invalid=skip_invalid, domain=domain, progress=progress
+            Path(path),
+            format,
+            skip_invalid=skip_invalid,
+            update=update,
+            domain=domain,
+            progress=progress,
         )
 
     def export(self, path: str | Path, *, format: str = "jsonl") -> ExportReport:

@@ -8,6 +8,8 @@ namespace; the MCP hub shares one store across all namespaces.
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -23,12 +25,16 @@ from kb.embeddings import CachedEmbedder, Embedder, SentenceTransformerEmbedder
 from kb.errors import Conflict, Invalid, ModelMismatch
 from kb.models import Experience, Kind, Skill, new_id
 from kb.stores.graph import Graph
-from kb.stores.index import ITEMS, WINDOWS, Index, connect
+from kb.stores.index import ITEMS, WINDOWS, Index, connect, in_list, quote
 from kb.stores.records import Records, Session
 from kb.stores.sql import SQLStore
 from kb.stores.tokens import TokenStore
 
 WRITE_BATCH = 256
+INDEX_BATCH = 1024
+CRASH_POINTS = ("before_commit", "after_commit", "mid_batch")
+"""Where the ``KB_CRASH_AT`` test hook can kill a write: inside the SQL transaction just before
+its commit, between the commit and the index, and after the first index batch."""
 Item = Experience | Skill
 Progress = Callable[[int], None]
 
@@ -129,8 +135,16 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """The write lock and one SQL transaction (committed on success, rolled back on error)."""
-        with self.writing(), self.sql.session() as session:
-            yield session
+        with self.writing():
+            with self.sql.session() as session:
+                yield session
+                self.crash_point("before_commit")
+            self.crash_point("after_commit")
+
+    def crash_point(self, name: str) -> None:
+        """Die here when the test hook ``KB_CRASH_AT`` names this point (crash-safety tests)."""
+        if self.settings.crash_at == name:
+            os.kill(os.getpid(), signal.SIGKILL)
 
     def write(
         self,
@@ -140,22 +154,27 @@ class Store:
         replace: bool = False,
         before_commit: Callable[[Session], None] | None = None,
     ) -> None:
-        """The write path of records: SQL commit (marked unindexed), then the index, then mark
-        indexed. A crash between the steps leaves rows that :meth:`repair` indexes on next use.
+        """The write path of records: one SQL transaction for every row, edge and event of the
+        operation (rows marked unindexed), then the index in batches, then mark indexed.
+
+        After a crash before the commit nothing is there; after it, everything is, and the rows
+        the index lacks are indexed by :meth:`repair` on next use.
 
         Args:
             vectors: the items' vectors when already known (a lossless import), else embedded.
             replace: rows with these ids may exist in the index (an update).
             before_commit: more writes for the same transaction (edges, events, meta).
         """
-        if not items:
-            return
         if vectors is None:
-            vectors = self.embed([embed_text(i) for i in items])
+            vectors = (
+                self.embed([embed_text(i) for i in items])
+                if items
+                else np.zeros((0, 1), np.float32)
+            )
         if vectors.ndim != 2 or len(vectors) != len(items):
             raise Invalid(f"{len(items)} records but vectors of shape {vectors.shape}")
         stored_dim = self.stored_model()[1]
-        if stored_dim is not None and vectors.shape[1] != stored_dim:
+        if items and stored_dim is not None and vectors.shape[1] != stored_dim:
             raise Invalid(
                 f"vectors have {vectors.shape[1]} dimensions; this store's have {stored_dim}"
             )
@@ -167,14 +186,38 @@ class Store:
                 for namespace, group in by_ns.items():
                     self.records(namespace).put(session, group)
                 self.sql.cache_put(self._embedder.drain() if self._embedder else {}, session)
-                if self.sql.get_meta("model") is None:
+                if items and self.sql.get_meta("model") is None:
                     self.sql.set_meta(
                         {"model": self.model_name, "dim": str(vectors.shape[1])}, session
                     )
                 if before_commit is not None:
                     before_commit(session)
-            self.items.upsert(self.index_rows(items, vectors), new=not replace)
-            self.sql.mark_indexed([i.id for i in items])
+                self.crash_point("before_commit")
+            self.crash_point("after_commit")
+            for start in range(0, len(items), INDEX_BATCH):
+                chunk = items[start : start + INDEX_BATCH]
+                rows = self.index_rows(chunk, vectors[start : start + INDEX_BATCH])
+                self.items.upsert(rows, new=not replace)
+                self.sql.mark_indexed([(i.namespace, i.id) for i in chunk])
+                self.crash_point("mid_batch")
+
+    def vacuum(self) -> None:
+        """Rewrite the SQL file and drop old index versions (after a purge)."""
+        with self.writing():
+            self.items.vacuum()
+            self.windows.vacuum()
+        self.sql.vacuum()
+
+    def unindex(self, namespace: str, ids: Sequence[str]) -> None:
+        """Drop these records' rows (and step windows) from the derived tables."""
+        if not ids:
+            return
+        scope = f"namespace = {quote(namespace)} AND "
+        with self.writing():
+            for start in range(0, len(ids), 500):
+                chunk = list(ids[start : start + 500])
+                self.items.delete_where(scope + in_list("id", chunk))
+                self.windows.delete_where(scope + in_list("exp_id", chunk))
 
     def index_rows(self, items: Sequence[Item], vectors: np.ndarray) -> list[dict[str, Any]]:
         """The derived index rows of records."""
@@ -225,7 +268,7 @@ class Store:
             with self.writing():
                 self.sql.cache_put(self.embedder.drain())
                 self.items.upsert(self.index_rows(chunk, vectors), new=False)
-                self.sql.mark_indexed([i.id for i in chunk])
+                self.sql.mark_indexed([(i.namespace, i.id) for i in chunk])
         return len(pending)
 
     def ready(self) -> None:
@@ -249,7 +292,7 @@ class Store:
                     self.sql.set_meta({"dim": str(vectors.shape[1])})
                 self.sql.cache_put(self.embedder.drain())
                 self.items.upsert(self.index_rows(chunk, vectors), new=True)
-                self.sql.mark_indexed([i.id for i in chunk])
+                self.sql.mark_indexed([(i.namespace, i.id) for i in chunk])
             total += len(chunk)
             if progress:
                 progress(len(chunk))

@@ -18,6 +18,7 @@ from rich.table import Table
 from kb.cli.common import (
     JsonOpt,
     console,
+    fail,
     handle_errors,
     print_json,
     progress_bar,
@@ -117,45 +118,159 @@ def add(
 def import_(
     paths: Annotated[list[Path], typer.Argument(help="Files to import (JSON or JSONL).")],
     format: Annotated[
-        str, typer.Option("--format", "-f", help="auto | native | openai | multiagent | kb")
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            help="auto, or one of the formats in docs/FORMATS.md (native, openai, anthropic, "
+            "openai-responses, otel, langsmith, swe-agent, openhands, smolagents, multiagent, "
+            "kb, labels)",
+        ),
     ] = "auto",
     skip_invalid: Annotated[
         bool,
-        typer.Option("--skip-invalid", help="Import the valid records of a file with bad ones."),
+        typer.Option(
+            "--skip-invalid",
+            help="Import the valid records of a file with bad ones; skip unreadable lines and "
+            "files.",
+        ),
+    ] = False,
+    update: Annotated[
+        bool,
+        typer.Option("--update", help="Store records whose content changed as new versions."),
     ] = False,
     domain: Annotated[
         str | None, typer.Option(help="Domain to set on imported experiences.")
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Import experiences: native JSON/JSONL, OpenAI chat trajectories (tau-bench too),
-    multi-agent logs, the store's own lossless export, or failure label files."""
-    reports = []
+    """Import experiences: native JSON/JSONL, other agents' trace formats, the store's own
+    lossless export, or failure label files. Each file is imported whole or not at all; records
+    already stored are reported unchanged, so an import can be run again safely."""
+    from kb.errors import Invalid, KBError
+    from kb.importers import FORMATS
+
+    if format not in FORMATS:
+        raise Invalid(f"format must be one of {', '.join(FORMATS)}, not {format!r}")
+    results: list[dict[str, Any]] = []
     with store() as kb:
         for path in paths:
             # no total: counting the records first would read (and parse) the file twice
             with progress_bar(f"importing {path.name}", None, enabled=not as_json) as advance:
-                reports.append(
-                    kb.import_file(
-                        path, format, skip_invalid=skip_invalid, domain=domain, progress=advance
+                try:
+                    report = kb.import_file(
+                        path,
+                        format,
+                        skip_invalid=skip_invalid,
+                        update=update,
+                        domain=domain,
+                        progress=advance,
                     )
-                )
+                except KBError as exc:
+                    if len(paths) == 1:
+                        raise  # one file: its error is the answer
+                    results.append({"path": str(path), "error": str(exc)})
+                    continue
+            results.append(report.model_dump(mode="json"))
+    failed = [r for r in results if "error" in r and not skip_invalid]
     if as_json:
-        print_json(reports if len(reports) > 1 else reports[0])
-        return
-    for report in reports:
-        data = report if isinstance(report, dict) else report.model_dump()
-        added = (
-            len(data.get("added", [])) if isinstance(data.get("added"), list) else data.get("added")
-        )
-        console.print(
-            f"{data['path']}: {added} added, {len(data.get('skipped', []))} skipped "
-            f"({data.get('format')})"
-        )
-        for skipped in data.get("skipped", [])[:20]:
-            console.print(
-                f"  skipped record {skipped.get('record')}: {skipped.get('error')}", highlight=False
+        print_json(results if len(results) > 1 else results[0])
+    else:
+        for data in results:
+            if "error" in data:
+                console.print(
+                    f"[red]{'skipped' if skip_invalid else 'failed'}[/red] {data['error']}",
+                    highlight=False,
+                )
+                continue
+            counts = ", ".join(
+                f"{len(data.get(key) or [])} {key}"
+                for key in ("added", "unchanged", "updated", "merged", "skipped", "labelled")
+                if data.get(key)
             )
+            console.print(
+                f"{data['path']}: {counts or 'nothing'} ({data.get('format', 'labels')})",
+                highlight=False,
+            )
+            for skipped in (data.get("skipped") or [])[:20]:
+                console.print(
+                    f"  skipped record {skipped.get('record')}: {skipped.get('error')}",
+                    highlight=False,
+                )
+    if failed:
+        stored = [r["path"] for r in results if "error" not in r]
+        raise fail(
+            f"{len(failed)} of {len(results)} files not imported (nothing from them was stored)"
+            + (f"; stored: {', '.join(stored)}" if stored else ""),
+            as_json=False,
+        )
+
+
+@app.command()
+@handle_errors
+def delete(
+    experience_id: Annotated[str, typer.Argument(help="The experience to delete (exp_...).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete an experience: a tombstone that search and lists hide. `kb restore` undoes it;
+    `kb purge` removes it for good."""
+    with store() as kb:
+        tombstone = kb.delete_experience(experience_id)
+    if as_json:
+        print_json({"id": tombstone.id, "deleted_at": tombstone.deleted_at})
+    else:
+        console.print(f"deleted {tombstone.id} (kb restore {tombstone.id} brings it back)")
+
+
+@app.command()
+@handle_errors
+def restore(
+    experience_id: Annotated[str, typer.Argument(help="A deleted experience (exp_...).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Bring back a deleted experience."""
+    with store() as kb:
+        restored = kb.restore_experience(experience_id)
+    print_json({"id": restored.id}) if as_json else console.print(f"restored {restored.id}")
+
+
+@app.command()
+@handle_errors
+def history(
+    experience_id: Annotated[str, typer.Argument(help="An experience (exp_...).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Every version of an experience, oldest first (an update keeps the previous content)."""
+    with store() as kb:
+        versions = kb.experience_history(experience_id)
+    if as_json:
+        print_json(versions)
+        return
+    for exp in versions:
+        state = " (deleted)" if exp.deleted_at else ""
+        console.print(
+            f"v{exp.version} {exp.updated_at:%Y-%m-%d %H:%M:%S} {exp.outcome.value}{state}: "
+            f"{exp.task[:80]}",
+            highlight=False,
+        )
+
+
+@app.command()
+@handle_errors
+def purge(
+    ids: Annotated[
+        list[str] | None, typer.Argument(help="Deleted experiences to purge (default: all).")
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove deleted experiences for good: content, earlier versions, edges, events and index
+    rows, and rewrite the files so nothing of them stays on disk (for a leaked secret)."""
+    if not yes and not as_json and not typer.confirm("Purge deleted experiences for good?"):
+        raise typer.Exit(1)
+    with store() as kb:
+        purged = kb.purge(ids or None)
+    print_json({"purged": purged}) if as_json else console.print(f"purged {len(purged)}")
 
 
 @app.command()
@@ -364,8 +479,9 @@ def doctor(as_json: JsonOpt = False) -> None:
 from kb.cli import serve as _serve  # noqa: E402
 from kb.cli import skill as _skill  # noqa: E402
 from kb.cli import trace as _trace  # noqa: E402
+from kb.cli import view as _view  # noqa: E402
 
-for _module in (_skill, _trace, _serve):
+for _module in (_skill, _trace, _serve, _view):
     _module.register(app)
 
 

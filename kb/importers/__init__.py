@@ -44,13 +44,22 @@ FORMATS = registry.names()
 MAX_FILE_BYTES = 512 * 1024 * 1024
 
 
-def read_records(path: Path) -> list[Any]:
-    """The records of a JSON or JSONL file (a single object counts as one record)."""
+def read_records(path: Path, *, skipped: list[dict[str, str]] | None = None) -> list[Any]:
+    """The records of a JSON or JSONL file (a single object counts as one record).
+
+    A JSONL line that is not JSON raises ``ImportFailed``, or, when a ``skipped`` list is
+    given, is reported there and left out.
+    """
     if not path.is_file():
         raise ImportFailed(f"{path}: no such file")
     if path.stat().st_size > MAX_FILE_BYTES:
         raise ImportFailed(f"{path}: larger than {MAX_FILE_BYTES // 2**20} MiB")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ImportFailed(
+            f"{path}: not UTF-8 text (byte {exc.start} cannot be decoded); convert it to UTF-8"
+        ) from exc
     stripped = text.lstrip()
     if not stripped:
         return []
@@ -59,19 +68,30 @@ def read_records(path: Path) -> list[Any]:
         for number, line in enumerate(text.splitlines(), start=1):
             if line.strip():
                 try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise ImportFailed(
-                        f"{path}: line {number} is not valid JSON ({exc.msg})"
-                    ) from exc
+                    records.append(_loads(line))
+                except ValueError as exc:
+                    message = f"{path}: line {number} is not valid JSON ({exc})"
+                    if skipped is None:
+                        raise ImportFailed(message) from exc
+                    skipped.append({"record": f"line {number}", "error": message})
         return registry.regroup(records)
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ImportFailed(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+        data = _loads(text)
+    except ValueError as exc:
+        raise ImportFailed(f"{path}: not valid JSON ({exc})") from exc
     if isinstance(data, list) and data and detect(data) != "unknown":
         return registry.regroup([data])  # one trajectory: messages, events, spans, exchanges
     return registry.regroup(data if isinstance(data, list) else [data])
+
+
+def _loads(text: str) -> Any:
+    """JSON, with the errors a user can meet as ``ValueError`` naming the problem."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{exc.msg} at line {exc.lineno}") from exc
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 def to_experience(

@@ -6,6 +6,8 @@ near-duplicates into the existing record instead of adding a new one.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -14,12 +16,12 @@ from pydantic import BaseModel
 
 from kb.errors import Invalid, NotFound
 from kb.models import (
-    MAX_BATCH,
     Edge,
     Experience,
     ExperienceCreate,
     ExperienceUpdate,
     Outcome,
+    Step,
     choice,
     kind_of,
     new_id,
@@ -47,10 +49,11 @@ what is new: cosine >= 0.90, tool-multiset Jaccard >= 0.8 and the same outcome a
 
 
 class AddResult(BaseModel):
-    """What an add did: the id of the record and whether it was ``added`` or ``merged``."""
+    """What an add did: the id of the record and whether it was ``added``, ``merged`` into
+    another record, or ``unchanged`` (the same idempotency key or source key was stored before)."""
 
     id: str
-    action: Literal["added", "merged"] = "added"
+    action: Literal["added", "merged", "unchanged", "updated"] = "added"
 
 
 class Usage(BaseModel):
@@ -86,13 +89,18 @@ class Experiences(Service):
         )
 
     def add(
-        self, experience: ExperienceCreate | Mapping[str, Any], *, policy: Policy = "admit"
+        self,
+        experience: ExperienceCreate | Mapping[str, Any],
+        *,
+        policy: Policy = "admit",
+        idempotency_key: str | None = None,
     ) -> AddResult:
-        """Record one experience; see :meth:`admit` for the policies."""
-        check_policy(policy)
-        exp = self.new(coerce(ExperienceCreate, experience, "experience"))
-        self.store.ready()
-        return self._admit([exp], policy)[0]
+        """Record one experience; see :meth:`admit` for the policies. A retry with the same
+        ``idempotency_key`` stores nothing and answers ``unchanged`` with the first id."""
+        if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
+            raise Invalid("idempotency_key must be 1 to 200 characters")
+        keys = [f"idem:{idempotency_key}"] if idempotency_key else None
+        return self.admit([experience], policy=policy, keys=keys)[0]
 
     def validated(
         self, experiences: Iterable[ExperienceCreate | Mapping[str, Any]]
@@ -100,8 +108,6 @@ class Experiences(Service):
         """Every input checked and given an id before anything is written."""
         items = []
         for number, value in enumerate(experiences):
-            if number >= MAX_BATCH:
-                raise Invalid(f"at most {MAX_BATCH} experiences per call; split the batch")
             items.append(self.new(coerce(ExperienceCreate, value, f"experience {number}")))
         return items
 
@@ -110,9 +116,12 @@ class Experiences(Service):
         experiences: Iterable[ExperienceCreate | Mapping[str, Any]],
         *,
         policy: Policy = "admit",
+        keys: Sequence[str | None] | None = None,
+        update: bool = False,
         progress: Progress | None = None,
     ) -> list[AddResult]:
-        """Record experiences under an admission policy; one result per input, in order.
+        """Record experiences in one transaction under an admission policy; one result per
+        input, in order.
 
         Args:
             policy: ``admit`` adds every input as a new record. ``dedupe`` merges an input into an
@@ -122,28 +131,133 @@ class Experiences(Service):
                 A merge keeps the input as its own record (readable by id, hidden from search),
                 links it ``merged_into`` the existing one, and adds to that one's ``count`` and
                 ``merged_ids``: nothing is lost.
+            keys: a source key per input (None: the input's own ``provenance.source_key``). An
+                input whose key is stored already is ``unchanged``, so a retried write or
+                import adds nothing twice.
+            update: an input whose key is stored with other content becomes a new version of
+                that record (the earlier content stays in its history).
         Returns:
-            ``AddResult(id, action)`` per input: the new id and ``added``, or the id of the record
-            it was merged into and ``merged``.
+            ``AddResult(id, action)`` per input: ``added``, ``merged`` (the id it was merged
+            into) or ``unchanged`` (the id already stored under its key).
         """
         check_policy(policy)
         items = self.validated(experiences)
+        if keys is not None:
+            if len(keys) != len(items):
+                raise Invalid(f"{len(keys)} keys for {len(items)} experiences")
+            items = [
+                i.model_copy(
+                    update={"provenance": i.provenance.model_copy(update={"source_key": k})}
+                )
+                if k
+                else i
+                for i, k in zip(items, keys, strict=True)
+            ]
         self.store.ready()
-        results: list[AddResult] = []
+        results: list[AddResult | None] = [None] * len(items)
+        stored = self.records.by_source_key(
+            [i.provenance.source_key for i in items if i.provenance.source_key]
+        )
+        updates: list[tuple[Experience, Experience]] = []  # (current, replacement)
+        fresh: list[int] = []
+        first: dict[str, str] = {}
+        for pos, item in enumerate(items):
+            key = item.provenance.source_key
+            if key and key in stored:
+                current = self.records.get_experiences([stored[key]], deleted=True)[stored[key]]
+                if update and content_digest(current) != content_digest(item):
+                    updates.append((current, _replacement(current, item)))
+                    results[pos] = AddResult(id=current.id, action="updated")
+                else:
+                    results[pos] = AddResult(id=current.id, action="unchanged")
+            elif key and key in first:
+                results[pos] = AddResult(id=first[key], action="unchanged")
+            else:
+                if key:
+                    first[key] = item.id
+                fresh.append(pos)
+        candidates = [items[p] for p in fresh] + [new for _, new in updates]
+        vectors = self._embed(candidates, progress)
+        accepted, merges = self._decide(candidates[: len(fresh)], vectors[: len(fresh)], policy)
+        canonical: dict[str, Experience] = {}
+        merged: list[Experience] = []
+        edges: list[Edge] = []
+        for pos, target in merges.items():
+            dup = candidates[pos]
+            base = canonical.get(target) or next(
+                (candidates[j] for j in accepted if candidates[j].id == target), None
+            )
+            base = base or self.get(target)
+            canonical[target] = base.model_copy(
+                update={
+                    "count": base.count + dup.count,
+                    "merged_ids": [*base.merged_ids, dup.id],
+                    "updated_at": utcnow(),
+                }
+            )
+            merged.append(dup.model_copy(update={"merged_into": target}))
+            edges.append(Edge(src=dup.id, dst=target, kind="merged_into"))
+        # records of this batch that others merged into carry the merge counts
+        kept = [canonical.get(candidates[j].id, candidates[j]) for j in accepted]
+        kept_ids = {c.id for c in kept}
+        replaced = [c for c in canonical.values() if c.id not in kept_ids]  # stored before
+        writes = kept + [new for _, new in updates] + merged + replaced
+        by_id = {c.id: pos for pos, c in enumerate(candidates)}
+        write_vectors = (
+            np.stack(
+                [
+                    vectors[by_id[w.id]] if w.id in by_id else self.store.embed([embed_text(w)])[0]
+                    for w in writes
+                ]
+            )
+            if writes
+            else None
+        )
+
+        def history(session: Session) -> None:
+            for current, _ in updates:
+                self.records.keep_version(session, current)
+            if edges:
+                self.records.put_edges(session, edges)
+                self.store.bump_graph(session, self.namespace)
+
+        self.windows.write(
+            writes,
+            vectors=write_vectors,
+            replace=bool(updates or merged or replaced),
+            windowed={e.id for e in kept} | {new.id for _, new in updates},
+            new=len(kept) + len(merged),
+            before_commit=history,
+        )
+        for pos, item_pos in enumerate(fresh):
+            merged_into = merges.get(pos)
+            results[item_pos] = (
+                AddResult(id=merged_into, action="merged")
+                if merged_into
+                else AddResult(id=items[item_pos].id)
+            )
+        return [r for r in results if r is not None]
+
+    def _embed(self, items: list[Experience], progress: Progress | None) -> np.ndarray:
+        """The items' vectors, embedded in chunks so that a progress bar moves."""
+        if not items:
+            return np.zeros((0, 1), np.float32)
+        parts = []
         for start in range(0, len(items), 256):
             chunk = items[start : start + 256]
-            results += self._admit(chunk, policy)
+            parts.append(self.store.embed([embed_text(i) for i in chunk]))
             if progress:
                 progress(len(chunk))
-        return results
+        return np.concatenate(parts)
 
-    def _admit(self, items: list[Experience], policy: str) -> list[AddResult]:
+    def _decide(
+        self, items: list[Experience], vectors: np.ndarray, policy: str
+    ) -> tuple[list[int], dict[int, str]]:
+        """Which items to keep, and which to merge into which record (policy thresholds)."""
         thresholds = POLICIES[policy]
         if thresholds is None:
-            self.windows.write(items)
-            return [AddResult(id=i.id) for i in items]
+            return list(range(len(items))), {}
         min_cos, min_sig = thresholds
-        vectors = self.store.embed([embed_text(i) for i in items])
         accepted: list[int] = []
         merges: dict[int, str] = {}
         for pos, (item, vector) in enumerate(zip(items, vectors, strict=True)):
@@ -161,13 +275,7 @@ class Experiences(Service):
                 accepted.append(pos)
             else:
                 merges[pos] = target
-        self.windows.write([items[j] for j in accepted], vectors=vectors[accepted])
-        for pos, target in merges.items():
-            self._merge(items[pos], vectors[pos], target)
-        return [
-            AddResult(id=merges[pos], action="merged") if pos in merges else AddResult(id=item.id)
-            for pos, item in enumerate(items)
-        ]
+        return accepted, merges
 
     def _near_duplicate(
         self, item: Experience, vector: np.ndarray, min_cos: float, min_sig: float
@@ -188,58 +296,86 @@ class Experiences(Service):
                 return item_id
         return None
 
-    def _merge(self, dup: Experience, vector: np.ndarray, target: str) -> None:
-        canonical = self.get(target)
-        canonical = canonical.model_copy(
-            update={
-                "count": canonical.count + dup.count,
-                "merged_ids": [*canonical.merged_ids, dup.id],
-                "updated_at": utcnow(),
-            }
-        )
-        edge = Edge(src=dup.id, dst=canonical.id, kind="merged_into")
-
-        def link(session: Session) -> None:
-            self.records.put_edges(session, [edge])
-            self.store.bump_graph(session, self.namespace)
-
-        canon_vector = self.store.embed([embed_text(canonical)])[0]
-        self.store.write(
-            [dup.model_copy(update={"merged_into": canonical.id}), canonical],
-            vectors=np.stack([vector, canon_vector]),
-            replace=True,
-            before_commit=link,
-        )
-
     # -- reading and changing -------------------------------------------------------------------
     def get(self, experience_id: str) -> Experience:
         """The experience with this id (in this namespace)."""
         found = self.records.get_experiences([experience_id])
         if experience_id not in found:
+            if self.records.get_experiences([experience_id], deleted=True):
+                raise NotFound(
+                    f"experience {experience_id!r} is deleted; `kb restore {experience_id}` "
+                    "brings it back"
+                )
             raise NotFound(f"no experience {experience_id!r} in namespace {self.namespace!r}")
         return found[experience_id]
 
     def update(
         self, experience_id: str, changes: ExperienceUpdate | Mapping[str, Any]
     ) -> Experience:
-        """Change fields of an experience; returns the stored result."""
+        """Change fields of an experience: the result is its next version, and the previous
+        content stays readable in :meth:`history`. One transaction."""
         patch = coerce(ExperienceUpdate, changes, "update")
         current = self.get(experience_id)
-        merged = current.model_dump() | patch.model_dump(exclude_unset=True)
-        merged["updated_at"] = utcnow()
-        updated = coerce(Experience, merged, "experience")
+        updated = _replacement(current, patch.model_dump(exclude_unset=True))
         self.store.ready()
-        self.store.write([updated], replace=True)
+
+        def keep(session: Session) -> None:
+            self.records.keep_version(session, current)
+
+        self.windows.write([updated], replace=True, new=0, before_commit=keep)
         return updated
 
-    def delete(self, experience_id: str) -> None:
-        """Delete an experience, its edges and its events."""
-        self.get(experience_id)
-        with self.store.writing():
-            with self.store.sql.session() as session:
-                self.records.delete(session, [experience_id])
-                self.store.bump_graph(session, self.namespace)
-            self.store.items.delete([experience_id])
+    def history(self, experience_id: str) -> list[Experience]:
+        """Every version of an experience, oldest first, the current one (or the tombstoned
+        one) last."""
+        current = self.records.get_experiences([experience_id], deleted=True)
+        if experience_id not in current:
+            raise NotFound(f"no experience {experience_id!r} in namespace {self.namespace!r}")
+        return [*self.records.versions(experience_id), current[experience_id]]
+
+    def delete(self, experience_id: str) -> Experience:
+        """Tombstone an experience: search and lists hide it, :meth:`restore` brings it back,
+        :meth:`purge` removes it for good."""
+        tombstone = self.get(experience_id).model_copy(update={"deleted_at": utcnow()})
+        with self.store.transaction() as session:
+            self.records.put(session, [tombstone], indexed=True)
+            self.store.bump_graph(session, self.namespace)
+        self.store.unindex(self.namespace, [experience_id])
+        return tombstone
+
+    def restore(self, experience_id: str) -> Experience:
+        """Undo :meth:`delete`."""
+        found = self.records.get_experiences([experience_id], deleted=True)
+        if experience_id not in found:
+            raise NotFound(f"no experience {experience_id!r} in namespace {self.namespace!r}")
+        if found[experience_id].deleted_at is None:
+            raise Invalid(f"experience {experience_id!r} is not deleted")
+        restored = found[experience_id].model_copy(update={"deleted_at": None})
+        self.store.ready()
+        self.windows.write([restored], replace=True, new=0)
+        return restored
+
+    def purge(self, ids: Sequence[str] | None = None) -> list[str]:
+        """Remove tombstoned experiences for good (all of them, or these): their content, earlier
+        versions, edges, events, index rows and windows, and rewrite the files so that nothing
+        of them stays on disk (for a leaked secret). Returns the ids purged."""
+        tombstoned = set(self.records.tombstoned())
+        if ids is not None:
+            live = [i for i in ids if i not in tombstoned]
+            if live:
+                raise Invalid(
+                    f"{live[0]!r} is not deleted; `kb delete {live[0]}` first (purge removes only "
+                    "tombstoned records)"
+                )
+        targets = sorted(tombstoned if ids is None else set(ids))
+        if not targets:
+            return []
+        with self.store.transaction() as session:
+            self.records.purge(session, targets)
+            self.store.bump_graph(session, self.namespace)
+        self.store.unindex(self.namespace, targets)
+        self.store.vacuum()
+        return targets
 
     def all(
         self,
@@ -296,10 +432,60 @@ class Experiences(Service):
         return Usage.model_validate(counts)
 
 
+CONTENT_FIELDS = frozenset(
+    {
+        "task",
+        "agent",
+        "domain",
+        "tags",
+        "outcome",
+        "score",
+        "strategy",
+        "plan",
+        "steps",
+        "final_answer",
+        "ground_truth",
+        "lessons",
+        "artifacts",
+        "gold_actions",
+    }
+)
+
+
+def content_digest(exp: ExperienceCreate) -> str:
+    """A hash of what an experience says (not when or how it was stored)."""
+    body = exp.model_dump(mode="json", include=set(CONTENT_FIELDS))
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _replacement(current: Experience, changes: ExperienceCreate | Mapping[str, Any]) -> Experience:
+    """The next version of ``current`` with ``changes`` (an update, or a changed re-import)."""
+    if isinstance(changes, ExperienceCreate):
+        fields = changes.model_dump(include=set(CONTENT_FIELDS))
+        if changes.attribution is not None:
+            fields["attribution"] = changes.attribution
+    else:
+        fields = dict(changes)
+    merged = current.model_dump() | fields
+    merged.update(version=current.version + 1, updated_at=utcnow(), deleted_at=None)
+    merged["signature"] = signature_of(
+        [s if isinstance(s, Step) else Step.model_validate(s) for s in merged.get("steps") or []]
+    )
+    return coerce(Experience, merged, "experience")
+
+
 def _same_procedure(a: Sequence[str], b: Sequence[str], min_sig: float) -> bool:
     if min_sig >= 1.0:
         return list(a) == list(b)
     return (not a and not b) or multiset_jaccard(a, b) >= min_sig
 
 
-__all__ = ["POLICIES", "AddResult", "Experiences", "Policy", "Usage", "check_policy"]
+__all__ = [
+    "POLICIES",
+    "AddResult",
+    "Experiences",
+    "Policy",
+    "Usage",
+    "check_policy",
+    "content_digest",
+]

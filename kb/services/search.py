@@ -179,6 +179,8 @@ class Search(Service):
                 rankings["graph"] = graph_ranking(fused[:5], neighbours)
                 fused = fuse(rankings, weights)
         hits: list[SearchHit] = []
+        served: dict[str, Skill | None] = {}
+        allowed = set(filters.status or skill_statuses())
         page = k + 5  # hydrate from SQL page by page: records are whole documents
         for start in range(0, len(fused), page):
             chunk = fused[start : start + page]
@@ -189,6 +191,13 @@ class Search(Service):
                     continue  # deleted, or not committed yet: never visible
                 if isinstance(item, Experience) and item.merged_into is not None:
                     continue  # folded into another record by admission control (via the graph)
+                if isinstance(item, Skill):
+                    if item.name in served:
+                        continue  # this skill was served already, by a better-ranked version
+                    served[item.name] = self._served(item.name, allowed)
+                    item = served[item.name] or item
+                    if item.status.value not in allowed:
+                        continue
                 kind = "experience" if isinstance(item, Experience) else "skill"
                 if "graph" in entry.signals and not filters.accepts(
                     item.model_dump(mode="json"), kind
@@ -236,6 +245,12 @@ class Search(Service):
         sigs = items.rows(pool, ["sig"])
         candidates = {i: sig_tools(row.get("sig")) for i, row in sigs.items()}
         return structure_ranking(profile, candidates)[:n]
+
+    def _served(self, name: str, allowed: set[str]) -> Skill | None:
+        """The version of a skill a search serves: the newest whose status it allows (a
+        validated v1 stays served while its v2 is a draft)."""
+        versions = [v for v in self.records.skill_versions(name) if v.status.value in allowed]
+        return max(versions, key=lambda v: v.version) if versions else None
 
     # -- outcome-aware ranking -------------------------------------------------------------------
     def outcome_on(self, outcome_aware: bool | None) -> bool:

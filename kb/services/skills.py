@@ -4,7 +4,7 @@ stores what they produce."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from kb.services import Service, coerce
 from kb.services.experiences import Experiences
 from kb.services.search import Search
 from kb.store import Progress, Store
+from kb.stores.records import Session
 
 # the statuses a curator has vouched for: the only ones an agent may run
 RUNNABLE = frozenset({SkillStatus.validated, SkillStatus.approved})
@@ -148,10 +149,12 @@ class Skills(Service):
                 f"skill {data.name!r} already exists in namespace {self.namespace!r}; "
                 "update it to make a new version"
             )
-        stored = Skill(**data.model_dump(), id=new_id("skl"), namespace=self.namespace)
-        self.store.ready()
-        self.store.write([stored])
+        stored = self._new(data)
+        self._commit([stored])
         return stored
+
+    def _new(self, data: SkillCreate) -> Skill:
+        return Skill(**data.model_dump(), id=new_id("skl"), namespace=self.namespace)
 
     def get(self, name: str, version: int | None = None) -> Skill:
         """A skill by name (latest version unless ``version``) or by id."""
@@ -239,13 +242,7 @@ class Skills(Service):
         old = current.model_copy(update={"latest": False, "updated_at": utcnow()})
         edge = Edge(src=new.id, dst=old.id, kind="supersedes")
 
-        def link(session: Any) -> None:
-            self.records.put_edges(session, [edge])
-            self.store.bump_graph(session, self.namespace)
-
-        self.store.ready()
-        self.store.write([old], replace=True)
-        self.store.write([new], before_commit=link)
+        self._commit([old, new], edges=[edge])
         return new
 
     def history(self, name: str) -> list[SkillVersion]:
@@ -281,11 +278,40 @@ class Skills(Service):
             )
         return history
 
-    def _set_status(self, skill: Skill, status: SkillStatus) -> Skill:
+    def _set_status(
+        self,
+        skill: Skill,
+        status: SkillStatus,
+        *,
+        events: Sequence[tuple[str, str, dict[str, Any]]] = (),
+        runs: Sequence[tuple[str, list[dict[str, Any]]]] = (),
+    ) -> Skill:
         changed = skill.model_copy(update={"status": status, "updated_at": utcnow()})
-        self.store.ready()
-        self.store.write([changed], replace=True)
+        self._commit([changed], events=events, runs=runs)
         return changed
+
+    def _commit(
+        self,
+        versions: Sequence[Skill],
+        *,
+        edges: Sequence[Edge] = (),
+        events: Sequence[tuple[str, str, dict[str, Any]]] = (),
+        runs: Sequence[tuple[str, list[dict[str, Any]]]] = (),
+    ) -> None:
+        """One transaction: skill versions (new or changed), edges, events ``(item, kind,
+        detail)`` and validation runs ``(skill id, outcomes)``; then the index."""
+
+        def rest(session: Session) -> None:
+            if edges:
+                self.records.put_edges(session, list(edges))
+                self.store.bump_graph(session, self.namespace)
+            for item_id, kind, detail in events:
+                self.records.add_event(session, item_id, kind, detail)
+            for skill_id, outcomes in runs:
+                self.records.add_validation_runs(session, skill_id, outcomes)
+
+        self.store.ready()
+        self.store.write(list(versions), replace=True, before_commit=rest)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def validate(
@@ -305,10 +331,11 @@ class Skills(Service):
         status = skills.next_status(
             skill.status.value, outcomes, mode=skill.mode.value if skill.mode else "executable"
         )
-        with self.store.transaction() as session:
-            self.records.add_validation_runs(session, skill.id, [o.to_dict() for o in outcomes])
+        runs = [(skill.id, [o.to_dict() for o in outcomes])]
         if status != skill.status.value:
-            self._set_status(skill, SkillStatus(status))
+            self._set_status(skill, SkillStatus(status), runs=runs)
+        else:
+            self._commit([], runs=runs)
         passed = sum(o.passed for o in outcomes)
         return ValidationReport(
             name=skill.name,
@@ -334,9 +361,8 @@ class Skills(Service):
     def deprecate(self, name: str, *, reason: str = "deprecated by hand") -> Skill:
         """Retire a skill (never deleted): it drops out of default retrieval."""
         skill = self.get(name)
-        with self.store.transaction() as session:
-            self.records.add_event(session, skill.id, "deprecated", {"reason": reason})
-        return self._set_status(skill, SkillStatus.deprecated)
+        event = (skill.id, "deprecated", {"reason": reason})
+        return self._set_status(skill, SkillStatus.deprecated, events=[event])
 
     def run(
         self,
@@ -357,6 +383,10 @@ class Skills(Service):
         Returns the run result (ok, value, error, traceback, duration, killed_by, ...).
         """
         skill = self.get(name, version)
+        if untrusted and version is None and skill.status not in RUNNABLE:
+            # an agent gets the newest version a curator vouched for, as search serves it
+            curated = [v for v in self.records.skill_versions(skill.name) if v.status in RUNNABLE]
+            skill = max(curated, key=lambda v: v.version) if curated else skill
         if skill.mode != SkillMode.executable or not skill.program:
             raise Invalid(f"skill {name!r} is guided: follow its steps, there is no program to run")
         if untrusted:
@@ -510,12 +540,16 @@ class Skills(Service):
             max_candidates=max_candidates,
             progress=progress,
         )
+        new_skills: list[Skill] = []
+        edges: list[Edge] = []
         actions = []
         for candidate in candidates:
             if len({source[i] for i in candidate.source_ids}) < min_support:
                 continue  # repeated trials of one task are one piece of evidence, not several
             data = dict(candidate.skill)
-            existing = self.records.skill_versions(data["name"])
+            existing = self.records.skill_versions(data["name"]) + [
+                s for s in new_skills if s.name == data["name"]
+            ]
             if existing:
                 actions.append(
                     CurationAction(
@@ -531,9 +565,13 @@ class Skills(Service):
             data["status"] = SkillStatus.draft.value
             skill_id = None
             if not dry_run:
-                stored = self.add({k: v for k, v in data.items() if k in SkillCreate.model_fields})
-                skill_id = stored.id
-                self._link(skill_id, candidate.source_ids, "derived_from")
+                fields = {k: v for k, v in data.items() if k in SkillCreate.model_fields}
+                mined = self._new(coerce(SkillCreate, fields, "skill"))
+                skill_id = mined.id
+                new_skills.append(mined)
+                edges += [
+                    Edge(src=mined.id, dst=s, kind="derived_from") for s in candidate.source_ids
+                ]
             actions.append(
                 CurationAction(
                     action="mined",
@@ -544,10 +582,9 @@ class Skills(Service):
                     detail=" -> ".join(candidate.pattern),
                 )
             )
+        if new_skills:
+            self._commit(new_skills, edges=edges)
         return actions
-
-    def _link(self, src: str, targets: list[str], kind: str) -> None:
-        self.experiences.link([Edge(src=src, dst=t, kind=kind) for t in targets])
 
     def merge(self, *, threshold: float = 0.9, dry_run: bool = False) -> list[CurationAction]:
         """Merge near-duplicate skills: embedding similarity >= ``threshold`` and the same
@@ -567,6 +604,9 @@ class Skills(Service):
         ordered = sorted(current, key=lambda s: (rank.get(s.status, 4), -s.successes, s.created_at))
         kept: list[Skill] = []
         actions = []
+        retired: list[Skill] = []
+        edges: list[Edge] = []
+        events: list[tuple[str, str, dict[str, Any]]] = []
         for skill in ordered:
             vec = vectors.get(skill.id)
             target = next(
@@ -593,9 +633,12 @@ class Skills(Service):
                     detail=f"into {target.name} (similarity {similarity:.3f})",
                 )
             )
-            if not dry_run:
-                self._link(skill.id, [target.id], "merged_into")
-                self.deprecate(skill.name, reason=f"merged into {target.name}")
+            reason = f"merged into {target.name}"
+            retired.append(skill.model_copy(update={"status": SkillStatus.deprecated}))
+            edges.append(Edge(src=skill.id, dst=target.id, kind="merged_into"))
+            events.append((skill.id, "deprecated", {"reason": reason}))
+        if not dry_run and retired:
+            self._commit(retired, edges=edges, events=events)
         return actions
 
     def prune(
@@ -615,6 +658,8 @@ class Skills(Service):
                 else event.created_at.replace(tzinfo=UTC)
             )
             last_use[event.item_id] = max(stamp, last_use.get(event.item_id, stamp))
+        retired: list[Skill] = []
+        events: list[tuple[str, str, dict[str, Any]]] = []
         now = utcnow()
         actions = []
         for skill in self.all():
@@ -639,6 +684,8 @@ class Skills(Service):
                 actions.append(
                     CurationAction(action="deprecated", name=skill.name, id=skill.id, detail=reason)
                 )
-                if not dry_run:
-                    self.deprecate(skill.name, reason=reason)
+                retired.append(skill.model_copy(update={"status": SkillStatus.deprecated}))
+                events.append((skill.id, "deprecated", {"reason": reason}))
+        if not dry_run and retired:
+            self._commit(retired, events=events)
         return actions

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import importlib.util
 import json
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,6 @@ from kb.config import DEFAULT_MODEL
 from kb.errors import ImportFailed, Invalid
 from kb.importers import FORMATS, describe, detect, read_records, to_experience
 from kb.models import (
-    MAX_BATCH,
     Edge,
     Experience,
     ExperienceCreate,
@@ -24,9 +25,10 @@ from kb.models import (
     ImportReport,
     Skill,
     Stats,
+    new_id,
 )
 from kb.services import Service
-from kb.services.experiences import Experiences
+from kb.services.experiences import Experiences, content_digest
 from kb.services.skills import Skills
 from kb.services.tracing import LabelImportReport, Tracing
 from kb.store import Progress, Store
@@ -58,16 +60,26 @@ class Transfer(Service):
         fmt: str = "auto",
         *,
         skip_invalid: bool = False,
+        update: bool = False,
         domain: str | None = None,
         progress: Progress | None = None,
     ) -> ImportReport | LabelImportReport:
-        """Import a file (see :mod:`kb.importers` for formats, ``kb`` for the lossless export).
+        """Import a file (see :mod:`kb.importers` for formats, ``kb`` for the lossless export)
+        in one transaction: all of it or, on an error, none of it.
 
-        By default a bad record aborts the file and nothing from it is stored; with
-        ``skip_invalid`` the rest is imported and the report lists what was skipped.
+        Every record gets a source key (the source's own ids where the format has them, else a
+        content hash), so importing a file again adds nothing and reports each record
+        ``unchanged``; with ``update`` a record whose content changed becomes a new version.
+        With ``skip_invalid`` bad records and unparseable lines are left out and reported.
         """
         return _import_file(
-            self, path, fmt, skip_invalid=skip_invalid, domain=domain, progress=progress
+            self,
+            path,
+            fmt,
+            skip_invalid=skip_invalid,
+            update=update,
+            domain=domain,
+            progress=progress,
         )
 
     def export(self, path: Path, fmt: str = "jsonl") -> ExportReport:
@@ -94,26 +106,32 @@ def _import_file(
     fmt: str = "auto",
     *,
     skip_invalid: bool = False,
+    update: bool = False,
     domain: str | None = None,
     progress: Progress | None = None,
 ) -> ImportReport | LabelImportReport:
     if fmt not in FORMATS:
         raise Invalid(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
-    records = read_records(path)
+    unreadable: list[dict[str, str]] = []
+    records = read_records(path, skipped=unreadable if skip_invalid else None)
     if not records:
-        return ImportReport(path=str(path), format=fmt)
+        return ImportReport(path=str(path), format=fmt, skipped=unreadable)
     kind = detect(records[0]) if fmt == "auto" else fmt
     if kind == "labels":
         return t.tracing.import_labels(path)
     if kind == "kb":
-        return _import_lossless(t, path, records, skip_invalid=skip_invalid, progress=progress)
-    report = ImportReport(path=str(path), format=kind)
+        report = _import_lossless(
+            t, path, records, skip_invalid=skip_invalid, update=update, progress=progress
+        )
+        report.skipped = unreadable + report.skipped
+        return report
+    report = ImportReport(path=str(path), format=kind, skipped=unreadable)
     experiences: list[ExperienceCreate] = []
     for number, record in enumerate(records, start=1):
         record_kind = detect(record) if fmt == "auto" else fmt
         try:
             experiences.append(to_experience(record, record_kind, source=str(path), domain=domain))
-        except (ValueError, ValidationError, TypeError, KeyError) as exc:
+        except (ValueError, ValidationError, TypeError, KeyError, RecursionError) as exc:
             message = f"{path}: record {number}: {describe(exc)}"
             if not skip_invalid:
                 raise ImportFailed(
@@ -121,10 +139,41 @@ def _import_file(
                     "(use --skip-invalid to import the valid records)"
                 ) from exc
             report.skipped.append({"record": str(number), "error": message})
-    for start in range(0, len(experiences), MAX_BATCH):
-        results = t.experiences.admit(experiences[start : start + MAX_BATCH], progress=progress)
-        report.added += [r.id for r in results]
+    results = t.experiences.admit(
+        experiences, keys=source_keys(experiences), update=update, progress=progress
+    )
+    _tally(report, results)
     return report
+
+
+def _tally(report: ImportReport, results: list[Any]) -> None:
+    for result in results:
+        {"unchanged": report.unchanged, "updated": report.updated, "merged": report.merged}.get(
+            result.action, report.added
+        ).append(result.id)
+
+
+def source_keys(experiences: list[ExperienceCreate]) -> list[str]:
+    """A key per imported record that is the same when the same record is imported again.
+
+    A record that names its run (a source id with a trial number, e.g. tau-bench's task id and
+    trial) is keyed by them, so a record whose content changed keeps its key and ``--update``
+    makes it a new version; any other record by a hash of its content. Identical keys within a
+    file are numbered in order, so identical runs stay distinct records.
+    """
+    seen: Counter[str] = Counter()
+    keys = []
+    for exp in experiences:
+        source = exp.provenance.source_id
+        trial = exp.artifacts.get("trial") if isinstance(exp.artifacts, dict) else None
+        if source and trial is not None:
+            body = json.dumps([source, trial, exp.task], default=str)
+            base = "run:" + hashlib.sha256(body.encode()).hexdigest()[:32]
+        else:
+            base = "sha:" + content_digest(exp)[:32]
+        seen[base] += 1
+        keys.append(f"{base}#{seen[base]}")
+    return keys
 
 
 def _import_lossless(
@@ -133,66 +182,108 @@ def _import_lossless(
     records: list[Any],
     *,
     skip_invalid: bool,
+    update: bool,
     progress: Progress | None,
 ) -> ImportReport:
-    """The store's own export: ids, edges, events and, when the model matches, stored vectors."""
+    """The store's own export, into this namespace: records keep their ids where they are
+    free (a restore), and become copies with new ids where another namespace holds them (A's
+    export imported into B never touches A). Each record's source key is ``kb:<its original
+    id>``, so importing the file again reports it ``unchanged``. Edges, events and validation
+    runs follow; stored vectors are reused when the model matches."""
     report = ImportReport(path=str(path), format="kb")
     meta: dict[str, Any] = next((r for r in records if r.get("type") == "meta"), {})
     reuse = meta.get("model") == t.store.model_name
-    existing = t.records.ids()
-    items: list[Experience | Skill] = []
-    vectors: list[Any] = []
+    exps: list[tuple[Experience, Any]] = []
+    skills: list[tuple[Skill, Any]] = []
     edges: list[Edge] = []
     logs: list[tuple[str, dict[str, Any]]] = []
     for number, record in enumerate(records, start=1):
         kind = record.get("type")
         try:
-            if kind in {"experience", "skill"}:
-                model = Experience if kind == "experience" else Skill
-                item = model.model_validate({**record["record"], "namespace": t.namespace})
-                if item.id in existing:
-                    report.skipped.append({"record": str(number), "error": f"{item.id} exists"})
-                    continue
-                items.append(item)
-                vectors.append(record.get("vector"))
+            if kind == "experience":
+                exps.append((Experience.model_validate(record["record"]), record.get("vector")))
+            elif kind == "skill":
+                skills.append((Skill.model_validate(record["record"]), record.get("vector")))
             elif kind == "edge":
                 edges.append(Edge.model_validate(record["record"]))
             elif kind in HISTORY:
                 logs.append((kind, dict(record["record"])))
             elif kind != "meta":
                 raise ValueError(f"unknown line type {kind!r}")
-        except (ValueError, ValidationError, KeyError, TypeError) as exc:
+        except (ValueError, ValidationError, KeyError, TypeError, RecursionError) as exc:
             message = f"{path}: record {number}: {describe(exc) if isinstance(exc, ValidationError) else exc}"
             if not skip_invalid:
                 raise ImportFailed(f"{message}; nothing from this file was imported") from exc
             report.skipped.append({"record": str(number), "error": message})
-    t.store.ready()
-    batch = 1024
-    for start in range(0, len(items), batch):
-        chunk = items[start : start + batch]
-        chunk_vectors = vectors[start : start + batch]
-        stored = None
-        if reuse and all(v is not None for v in chunk_vectors):
-            stored = np.asarray(chunk_vectors, dtype=np.float32)
-        t.store.write(chunk, vectors=stored)
-        report.added += [i.id for i in chunk]
-        if progress:
-            progress(len(chunk))
-    known = t.records.ids()
-    good = [e for e in edges if e.src in known and e.dst in known]
-    imported = {i.id for i in items}
+    ids: dict[str, str] = {}  # exported id -> id in this namespace
+    mine = t.records.ids()
+    elsewhere = t.store.sql.all_ids() - mine
+    keys = [exp.provenance.source_key or f"kb:{exp.id}" for exp, _ in exps]
+    stored = t.records.by_source_key(keys)
+    new_exps: list[Experience] = []
+    new_vectors: list[Any] = []
+    for (exp, vector), key in zip(exps, keys, strict=True):
+        if key in stored or exp.id in mine:
+            ids[exp.id] = stored.get(key, exp.id)
+            report.unchanged.append(ids[exp.id])
+            continue
+        if exp.id in elsewhere:  # a copy of another namespace's record: a new id, keyed by its own
+            ids[exp.id] = new_id("exp")
+            provenance = exp.provenance.model_copy(update={"source_key": key})
+            exp = exp.model_copy(update={"id": ids[exp.id], "provenance": provenance})
+        else:  # a restore: the record as it was
+            ids[exp.id] = exp.id
+        new_exps.append(exp.model_copy(update={"namespace": t.namespace}))
+        new_vectors.append(vector)
+    new_skills: list[Skill] = []
+    skill_vectors: list[Any] = []
+    for skill, vector in skills:
+        existing = t.records.skill_versions(skill.name)
+        same = next((v for v in existing if v.version == skill.version), None)
+        if same is not None or skill.id in mine:
+            ids[skill.id] = same.id if same is not None else skill.id
+            report.unchanged.append(ids[skill.id])
+            continue
+        ids[skill.id] = skill.id if skill.id not in elsewhere else new_id("skl")
+        new_skills.append(skill.model_copy(update={"id": ids[skill.id], "namespace": t.namespace}))
+        skill_vectors.append(vector)
+    added = {e.id for e in new_exps} | {s.id for s in new_skills}
+    good = [
+        e.model_copy(update={"src": ids[e.src], "dst": ids[e.dst]})
+        for e in edges
+        if e.src in ids and e.dst in ids and (ids[e.src] in added or ids[e.dst] in added)
+    ]
     # usage events and validation runs of the records this import added (their counts live in
     # the records themselves; these rows are the history behind them)
-    history = [
-        (kind, body)
-        for kind, body in logs
-        if body.get("item_id" if kind == "event" else "skill_id") in imported
-    ]
-    if good or history:
-        with t.store.transaction() as session:
+    history = []
+    for kind, body in logs:
+        field = "item_id" if kind == "event" else "skill_id"
+        if ids.get(body.get(field, "")) in added:
+            history.append((kind, {**body, field: ids[body[field]]}))
+    items: list[Experience | Skill] = [*new_exps, *new_skills]
+    vectors = [*new_vectors, *skill_vectors]
+    stored_vectors = None
+    if items and reuse and all(v is not None for v in vectors):
+        stored_vectors = np.asarray(vectors, dtype=np.float32)
+
+    def links(session: Any) -> None:
+        if good:
             t.records.put_edges(session, good)
-            t.records.restore_history(session, history)
             t.store.bump_graph(session, t.namespace)
+        t.records.restore_history(session, history)
+
+    t.store.ready()
+    t.experiences.windows.write(
+        items,
+        vectors=stored_vectors,
+        windowed={e.id for e in new_exps},
+        new=len(new_exps),
+        defer=True,
+        before_commit=links,
+    )
+    if progress:
+        progress(len(records))
+    report.added = [i.id for i in items]
     report.edges = len(good)
     return report
 
@@ -213,8 +304,18 @@ def _export(t: Transfer, path: Path, fmt: str = "jsonl") -> ExportReport:
         return t.skills.export(path)
     if fmt not in EXPORT_FORMATS:
         raise Invalid(f"format must be one of jsonl, pairs, skills; not {fmt!r}")
+    if path.is_dir():
+        raise Invalid(f"{path} is a folder; give the export a file name (e.g. {path}/kb.jsonl)")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
+    try:
+        return _write_export(t, path, tmp, fmt)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _write_export(t: Transfer, path: Path, tmp: Path, fmt: str) -> ExportReport:
     model, dim = t.store.stored_model()
     counts = {"experiences": 0, "skills": 0, "edges": 0, "events": 0}
     with tmp.open("w", encoding="utf-8") as out:
@@ -235,7 +336,7 @@ def _export(t: Transfer, path: Path, fmt: str = "jsonl") -> ExportReport:
             counts["experiences"] += len(batch)
             batch.clear()
 
-        for exp in t.records.iter_experiences():
+        for exp in t.records.iter_experiences(deleted=True):
             batch.append(exp)
             if len(batch) >= 500:
                 flush()
@@ -329,6 +430,16 @@ def _doctor(t: Transfer) -> DoctorReport:
             ok=not orphans,
             detail=f"{len(orphans)} index rows without a record"
             + ("; run `kb reindex`" if orphans else ""),
+        )
+    )
+    crossing = t.store.sql.namespace_crossings()
+    checks.append(
+        Check(
+            name="namespaces are disjoint",
+            ok=not crossing,
+            detail="no record, edge or event crosses a namespace"
+            if not crossing
+            else f"{len(crossing)} problems, e.g. {crossing[0]}",
         )
     )
     models = t.store.items.models()

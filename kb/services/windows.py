@@ -9,13 +9,14 @@ next ``refine`` (or :meth:`StepWindows.rebuild`). A crash leaves them pending, n
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from kb.models import Experience, kind_of
+from kb.models import Experience
 from kb.retrieval import step_windows
 from kb.services import Service
+from kb.store import Item
 from kb.stores.index import quote
 from kb.stores.records import Session
 
@@ -30,26 +31,47 @@ class StepWindows(Service):
     def _keys(self) -> tuple[str, str]:
         return f"windows:{self.namespace}", f"windows_pending:{self.namespace}"
 
-    def write(self, items: list[Experience], *, vectors: np.ndarray | None = None) -> None:
-        """The record write path, plus the new experiences' windows (or pending marks)."""
+    def write(
+        self,
+        items: Sequence[Item],
+        *,
+        vectors: np.ndarray | None = None,
+        replace: bool = False,
+        windowed: set[str] | None = None,
+        new: int | None = None,
+        defer: bool = False,
+        before_commit: Callable[[Session], None] | None = None,
+    ) -> None:
+        """The record write path (one transaction), plus windows for the experiences in
+        ``windowed`` (default: all of them): built at once for a small write, else marked
+        pending in the same transaction (always with ``defer``: a restore embeds nothing).
+        ``new`` is how many of the items are new records (default: all)."""
         if not items:
+            if before_commit is not None:
+                with self.store.transaction() as session:
+                    before_commit(session)
             return
-        with_steps = [i.id for i in items if i.steps]
+        with_steps = [i.id for i in items if i.steps and (windowed is None or i.id in windowed)]
         state_key, pending_key = self._keys
         sql, model = self.store.sql, self.store.model_name
+        added = len(items) if new is None else new
 
         def mark(session: Session) -> None:
             pending = json.loads(sql.get_meta(pending_key) or "[]")
             state = json.loads(sql.get_meta(state_key) or "{}")
             values = {pending_key: json.dumps(pending + with_steps)}
             if state.get("model") in (None, model):
-                count = int(state.get("count", 0)) + len(items)
+                count = int(state.get("count", 0)) + added
                 values[state_key] = json.dumps({"model": model, "count": count})
             sql.set_meta(values, session)
+            if before_commit is not None:
+                before_commit(session)
 
-        self.store.write(items, vectors=vectors, before_commit=mark)
-        if with_steps and len(with_steps) <= WINDOWS_AT_ONCE:
-            self._build([i for i in items if i.steps])
+        self.store.write(items, vectors=vectors, replace=replace, before_commit=mark)
+        if with_steps and len(with_steps) <= WINDOWS_AT_ONCE and not defer:
+            by_id = {i.id: i for i in items if isinstance(i, Experience)}
+            self.delete(with_steps)
+            self._build([by_id[i] for i in with_steps])
             self._done(with_steps)
 
     def _build(self, exps: Sequence[Experience]) -> int:
@@ -112,7 +134,7 @@ class StepWindows(Service):
             self._build([e for e in found.values() if e.merged_into is None])
             self._done(chunk)
         if int(state.get("count", 0)) != total:
-            sql_ids = {i for i in self.records.ids() if kind_of(i) == "experience"}
+            sql_ids = self.records.live_experience_ids()
             have = self.store.windows.distinct("exp_id", f"namespace = {quote(self.namespace)}")
             missing = sorted(sql_ids - have)
             self.delete(sorted(have - sql_ids))

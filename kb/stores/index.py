@@ -12,6 +12,7 @@ no write here needs a retry of its own.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -165,7 +166,22 @@ class Index:
         if self.table is None or not keys:
             return
         for start in range(0, len(keys), 500):
-            self.table.delete(in_list(column or self.spec.group, keys[start : start + 500]))
+            self.delete_where(in_list(column or self.spec.group, keys[start : start + 500]))
+
+    def delete_where(self, predicate: str) -> None:
+        """Delete the rows that pass a LanceDB SQL predicate."""
+        if self.table is not None:
+            self.table.delete(predicate)
+
+    def vacuum(self) -> None:
+        """Compact and drop every older version of the table's files now (after a purge: the
+        removed text must not survive in old fragments)."""
+        if self.table is not None:
+            with warnings.catch_warnings():
+                # LanceDB warns that readers of older versions would fail: the caller holds the
+                # write lock and readers reopen the latest version, so that is what we want here
+                warnings.simplefilter("ignore", UserWarning)
+                self.table.optimize(cleanup_older_than=timedelta(0), delete_unverified=True)
 
     def drop(self) -> None:
         if self.spec.name in self._table_names():

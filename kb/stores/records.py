@@ -15,6 +15,7 @@ from kb.models import (
     EventRow,
     Experience,
     ExperienceRow,
+    ExperienceVersionRow,
     Skill,
     SkillRow,
     Stats,
@@ -32,6 +33,9 @@ def _experience_row(exp: Experience) -> ExperienceRow:
         domain=exp.domain,
         outcome=exp.outcome.value,
         source_id=exp.provenance.source_id,
+        source_key=exp.provenance.source_key,
+        version=exp.version,
+        deleted_at=exp.deleted_at,
         data=exp.model_dump(mode="json"),
         created_at=exp.provenance.created_at,
         updated_at=exp.updated_at,
@@ -65,16 +69,29 @@ class Records:
         return Session(self.sql.engine)
 
     # -- writes (inside the caller's transaction) ---------------------------------------------
-    def put(self, session: Session, items: Sequence[Experience | Skill]) -> None:
-        """Insert or replace records, marked unindexed."""
+    def put(
+        self, session: Session, items: Sequence[Experience | Skill], *, indexed: bool = False
+    ) -> None:
+        """Insert or replace records of this namespace, marked unindexed unless ``indexed``
+        (a tombstone needs no index row)."""
         for item in items:
+            if item.namespace != self.ns:
+                raise ValueError(f"{item.id} belongs to {item.namespace!r}, not {self.ns!r}")
             row: ExperienceRow | SkillRow = (
                 _experience_row(item) if isinstance(item, Experience) else _skill_row(item)
             )
+            row.indexed = indexed
             session.merge(row)
 
-    def delete(self, session: Session, ids: Sequence[str]) -> None:
+    def purge(self, session: Session, ids: Sequence[str]) -> None:
+        """Remove records for good: their rows, earlier versions, edges and events."""
         for chunk in chunked(list(ids), 500):
+            self.sql.delete_where(
+                session,
+                ExperienceVersionRow,
+                ExperienceVersionRow.namespace == self.ns,
+                col(ExperienceVersionRow.id).in_(chunk),
+            )
             for model in (ExperienceRow, SkillRow):
                 self.sql.delete_where(
                     session, model, col(model.id).in_(chunk), model.namespace == self.ns
@@ -118,11 +135,11 @@ class Records:
     ) -> dict[str, Any] | None:
         """Count a use of an item; returns its counts, or None when it does not exist."""
         row: ExperienceRow | SkillRow | None = (
-            session.get(ExperienceRow, item_id)
+            session.get(ExperienceRow, (self.ns, item_id))
             if kind_of(item_id) == "experience"
-            else session.get(SkillRow, item_id)
+            else session.get(SkillRow, (self.ns, item_id))
         )
-        if row is None or row.namespace != self.ns:
+        if row is None or (isinstance(row, ExperienceRow) and row.deleted_at is not None):
             return None
         data = dict(row.data)
         data["uses"] = int(data.get("uses", 0)) + 1
@@ -148,30 +165,31 @@ class Records:
         }
 
     # -- reads ---------------------------------------------------------------------------------
-    def get_experiences(self, ids: Sequence[str]) -> dict[str, Experience]:
+    def get_experiences(
+        self, ids: Sequence[str], *, deleted: bool = False
+    ) -> dict[str, Experience]:
+        """Experiences by id; tombstoned ones only with ``deleted``."""
         out: dict[str, Experience] = {}
         with self._session() as session:
             for chunk in chunked(list(ids), 500):
-                # By primary key only: with a namespace condition too, SQLite's planner picks the
-                # (low-selectivity) namespace index and scans the whole namespace.
-                rows = session.exec(select(ExperienceRow).where(col(ExperienceRow.id).in_(chunk)))
-                out.update(
-                    {
-                        r.id: Experience.model_validate(r.data)
-                        for r in rows
-                        if r.namespace == self.ns
-                    }
+                stmt = select(ExperienceRow).where(
+                    ExperienceRow.namespace == self.ns, col(ExperienceRow.id).in_(chunk)
                 )
+                if not deleted:
+                    stmt = stmt.where(col(ExperienceRow.deleted_at).is_(None))
+                out.update({r.id: Experience.model_validate(r.data) for r in session.exec(stmt)})
         return out
 
     def get_skills(self, ids: Sequence[str]) -> dict[str, Skill]:
         out: dict[str, Skill] = {}
         with self._session() as session:
             for chunk in chunked(list(ids), 500):
-                rows = session.exec(select(SkillRow).where(col(SkillRow.id).in_(chunk)))
-                out.update(
-                    {r.id: Skill.model_validate(r.data) for r in rows if r.namespace == self.ns}
+                rows = session.exec(
+                    select(SkillRow).where(
+                        SkillRow.namespace == self.ns, col(SkillRow.id).in_(chunk)
+                    )
                 )
+                out.update({r.id: Skill.model_validate(r.data) for r in rows})
         return out
 
     def get_any(self, ids: Sequence[str]) -> dict[str, Experience | Skill]:
@@ -189,7 +207,9 @@ class Records:
         self, *, outcome: str | None, domain: str | None, tag: str | None, limit: int, offset: int
     ) -> list[Experience]:
         with self._session() as session:
-            stmt = select(ExperienceRow).where(ExperienceRow.namespace == self.ns)
+            stmt = select(ExperienceRow).where(
+                ExperienceRow.namespace == self.ns, col(ExperienceRow.deleted_at).is_(None)
+            )
             if outcome:
                 stmt = stmt.where(ExperienceRow.outcome == outcome)
             if domain:
@@ -205,15 +225,18 @@ class Records:
             return found[offset : offset + limit]
 
     def iter_experiences(
-        self, *, outcome: str | None = None, batch: int = 500
+        self, *, outcome: str | None = None, deleted: bool = False, batch: int = 500
     ) -> Iterator[Experience]:
-        """Every experience of the namespace, oldest first, read in batches."""
+        """Every experience of the namespace (tombstoned ones too with ``deleted``), by id,
+        read in batches."""
         last = ""
         while True:
             with self._session() as session:
                 stmt = select(ExperienceRow).where(
                     ExperienceRow.namespace == self.ns, ExperienceRow.id > last
                 )
+                if not deleted:
+                    stmt = stmt.where(col(ExperienceRow.deleted_at).is_(None))
                 if outcome:
                     stmt = stmt.where(ExperienceRow.outcome == outcome)
                 rows = session.exec(stmt.order_by(col(ExperienceRow.id)).limit(batch)).all()
@@ -227,7 +250,9 @@ class Records:
         with self._session() as session:
             rows = session.exec(
                 select(ExperienceRow).where(
-                    ExperienceRow.namespace == self.ns, ExperienceRow.source_id == str(source_id)
+                    ExperienceRow.namespace == self.ns,
+                    ExperienceRow.source_id == str(source_id),
+                    col(ExperienceRow.deleted_at).is_(None),
                 )
             ).all()
             return [Experience.model_validate(r.data) for r in rows]
@@ -253,10 +278,16 @@ class Records:
             ).all()
             return [Skill.model_validate(r.data) for r in rows]
 
-    def edges(self) -> list[Edge]:
+    def edges(self, *, deleted: bool = False) -> list[Edge]:
+        """The namespace's edges; those touching a tombstoned record only with ``deleted``."""
+        hidden = set() if deleted else set(self.tombstoned())
         with self._session() as session:
             rows = session.exec(select(EdgeRow).where(EdgeRow.namespace == self.ns)).all()
-            return [Edge(src=r.src, dst=r.dst, kind=r.kind, weight=r.weight) for r in rows]
+            return [
+                Edge(src=r.src, dst=r.dst, kind=r.kind, weight=r.weight)
+                for r in rows
+                if r.src not in hidden and r.dst not in hidden
+            ]
 
     def events(self) -> list[EventRow]:
         with self._session() as session:
@@ -278,8 +309,76 @@ class Records:
                 out.update(session.exec(stmt).all())
             return out
 
+    def live_experience_ids(self) -> set[str]:
+        """Ids of this namespace's experiences that are not tombstoned."""
+        with self._session() as session:
+            return set(
+                session.exec(
+                    select(ExperienceRow.id).where(
+                        ExperienceRow.namespace == self.ns,
+                        col(ExperienceRow.deleted_at).is_(None),
+                    )
+                ).all()
+            )
+
     def count_experiences(self) -> int:
-        return self.sql.count(ExperienceRow, ExperienceRow.namespace == self.ns)
+        return self.sql.count(
+            ExperienceRow,
+            ExperienceRow.namespace == self.ns,
+            col(ExperienceRow.deleted_at).is_(None),
+        )
+
+    # -- identity, history, tombstones ---------------------------------------------------------
+    def by_source_key(self, keys: Sequence[str]) -> dict[str, str]:
+        """``source key -> id`` for the keys stored in this namespace (tombstoned included)."""
+        out: dict[str, str] = {}
+        with self._session() as session:
+            for chunk in chunked(list(keys), 500):
+                rows = session.exec(
+                    select(ExperienceRow.source_key, ExperienceRow.id).where(
+                        ExperienceRow.namespace == self.ns,
+                        col(ExperienceRow.source_key).in_(chunk),
+                    )
+                ).all()
+                out.update({str(key): item_id for key, item_id in rows})
+        return out
+
+    def keep_version(self, session: Session, exp: Experience) -> None:
+        """Keep ``exp`` (the content about to be replaced) as an earlier version."""
+        session.add(
+            ExperienceVersionRow(
+                namespace=self.ns,
+                id=exp.id,
+                version=exp.version,
+                data=exp.model_dump(mode="json"),
+                created_at=exp.updated_at,
+            )
+        )
+
+    def versions(self, experience_id: str) -> list[Experience]:
+        """Earlier versions of an experience, oldest first."""
+        with self._session() as session:
+            rows = session.exec(
+                select(ExperienceVersionRow)
+                .where(
+                    ExperienceVersionRow.namespace == self.ns,
+                    ExperienceVersionRow.id == experience_id,
+                )
+                .order_by(col(ExperienceVersionRow.version))
+            ).all()
+            return [Experience.model_validate(r.data) for r in rows]
+
+    def tombstoned(self) -> list[str]:
+        """Ids of this namespace's tombstoned experiences."""
+        with self._session() as session:
+            return list(
+                session.exec(
+                    select(ExperienceRow.id).where(
+                        ExperienceRow.namespace == self.ns,
+                        col(ExperienceRow.deleted_at).is_not(None),
+                    )
+                ).all()
+            )
 
     def count_events(self) -> int:
         return self.sql.count(EventRow, EventRow.namespace == self.ns)
@@ -325,7 +424,10 @@ class Records:
             by_outcome = dict(
                 session.exec(
                     select(ExperienceRow.outcome, func.count())
-                    .where(ExperienceRow.namespace == self.ns)
+                    .where(
+                        ExperienceRow.namespace == self.ns,
+                        col(ExperienceRow.deleted_at).is_(None),
+                    )
                     .group_by(ExperienceRow.outcome)
                 ).all()
             )
@@ -351,17 +453,19 @@ class Records:
                     select(func.count()).select_from(SkillRow).where(SkillRow.namespace == self.ns)
                 ).one()
             )
-            edges = int(
-                session.exec(
-                    select(func.count()).select_from(EdgeRow).where(EdgeRow.namespace == self.ns)
-                ).one()
-            )
             events = int(
                 session.exec(
                     select(func.count()).select_from(EventRow).where(EventRow.namespace == self.ns)
                 ).one()
             )
+        edges = len(self.edges())  # live ones: those of tombstoned records are hidden
+        tombstoned = self.sql.count(
+            ExperienceRow,
+            ExperienceRow.namespace == self.ns,
+            col(ExperienceRow.deleted_at).is_not(None),
+        )
         return Stats(
+            tombstoned=tombstoned,
             path=path,
             namespace=self.ns,
             experiences=sum(by_outcome.values()),

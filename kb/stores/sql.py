@@ -12,7 +12,16 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, col, create_engine, delete, select
 
 from kb.migrations import migrate
-from kb.models import EmbeddingRow, Experience, ExperienceRow, MetaRow, Skill, SkillRow
+from kb.models import (
+    EdgeRow,
+    EmbeddingRow,
+    EventRow,
+    Experience,
+    ExperienceRow,
+    MetaRow,
+    Skill,
+    SkillRow,
+)
 
 _GET_META = text("SELECT value FROM meta WHERE key = :key")
 
@@ -114,11 +123,19 @@ class SQLStore:
         session.exec(stmt)  # type: ignore[call-overload]
 
     # -- index bookkeeping (every namespace) ---------------------------------------------------
-    def mark_indexed(self, ids: Sequence[str]) -> None:
+    def mark_indexed(self, keys: Sequence[tuple[str, str]]) -> None:
+        """Mark ``(namespace, id)`` records as held by the index."""
+        by_ns: dict[str, list[str]] = {}
+        for namespace, item_id in keys:
+            by_ns.setdefault(namespace, []).append(item_id)
         with self.session() as session:
-            for chunk in chunked(list(ids), 500):
-                for model in (ExperienceRow, SkillRow):
-                    session.exec(update(model).where(col(model.id).in_(chunk)).values(indexed=True))  # type: ignore[call-overload]
+            for namespace, ids in by_ns.items():
+                for chunk in chunked(ids, 500):
+                    for model in (ExperienceRow, SkillRow):
+                        stmt = update(model).where(
+                            col(model.namespace) == namespace, col(model.id).in_(chunk)
+                        )
+                        session.exec(stmt.values(indexed=True))  # type: ignore[call-overload]
 
     def mark_all_unindexed(self, session: Session) -> None:
         for model in (ExperienceRow, SkillRow):
@@ -127,7 +144,11 @@ class SQLStore:
     def unindexed(self) -> list[Experience | Skill]:
         """Records of every namespace that the index does not hold yet (crash repair)."""
         with Session(self.engine) as session:
-            exps = session.exec(select(ExperienceRow).where(ExperienceRow.indexed == false())).all()
+            exps = session.exec(
+                select(ExperienceRow).where(
+                    ExperienceRow.indexed == false(), col(ExperienceRow.deleted_at).is_(None)
+                )
+            ).all()
             skills = session.exec(select(SkillRow).where(SkillRow.indexed == false())).all()
             return [Experience.model_validate(r.data) for r in exps] + [
                 Skill.model_validate(r.data) for r in skills
@@ -139,24 +160,57 @@ class SQLStore:
             last = ""
             while True:
                 with Session(self.engine) as session:
-                    rows = session.exec(
-                        select(model)
-                        .where(model.id > last)  # type: ignore[attr-defined]
-                        .order_by(model.id)
-                        .limit(batch)
-                    ).all()  # type: ignore[attr-defined]
+                    stmt = select(model).where(model.id > last)  # type: ignore[attr-defined]
+                    if model is ExperienceRow:
+                        stmt = stmt.where(col(ExperienceRow.deleted_at).is_(None))
+                    rows = session.exec(stmt.order_by(model.id).limit(batch)).all()  # type: ignore[attr-defined]
                 if not rows:
                     break
                 yield [parse.model_validate(r.data) for r in rows]  # type: ignore[attr-defined]
                 last = rows[-1].id  # type: ignore[attr-defined]
 
     def all_ids(self) -> set[str]:
-        """The ids of every record of every namespace."""
+        """The ids of every live record of every namespace (tombstones excluded)."""
         with Session(self.engine) as session:
-            out: set[str] = set()
-            for model in (ExperienceRow, SkillRow):
-                out.update(session.exec(select(model.id)).all())  # type: ignore[attr-defined]
+            out: set[str] = set(
+                session.exec(
+                    select(ExperienceRow.id).where(col(ExperienceRow.deleted_at).is_(None))
+                ).all()
+            )
+            out.update(session.exec(select(SkillRow.id)).all())
             return out
+
+    def namespace_crossings(self) -> list[str]:
+        """What breaks the namespace boundary: an id stored in two namespaces, an edge or an
+        event pointing at a record of another namespace (``kb doctor``)."""
+        problems = []
+        with Session(self.engine) as session:
+            for model in (ExperienceRow, SkillRow):
+                rows = session.exec(
+                    select(model.id)  # type: ignore[attr-defined]
+                    .group_by(model.id)  # type: ignore[attr-defined]
+                    .having(func.count() > 1)
+                ).all()
+                problems += [f"{item_id} is stored in several namespaces" for item_id in rows]
+            owner: dict[str, str] = {}
+            for model in (ExperienceRow, SkillRow):
+                owner.update(
+                    dict(session.exec(select(model.id, model.namespace)).all())  # type: ignore[attr-defined]
+                )
+            for edge in session.exec(select(EdgeRow)).all():
+                for end in (edge.src, edge.dst):
+                    if owner.get(end, edge.namespace) != edge.namespace:
+                        problems.append(f"edge {edge.src}->{edge.dst} of {edge.namespace} crosses")
+            for event in session.exec(select(EventRow)).all():
+                if owner.get(event.item_id, event.namespace) != event.namespace:
+                    problems.append(f"event on {event.item_id} of {event.namespace} crosses")
+        return problems
+
+    def vacuum(self) -> None:
+        """Rewrite the database file so deleted rows leave no trace in free pages (SQLite)."""
+        if self.engine.dialect.name == "sqlite":
+            with self.engine.connect() as conn:
+                conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("VACUUM")
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -284,6 +284,7 @@ class ExperienceUpdate(_Strict):
     lessons: list[str] | None = None
     artifacts: dict[str, Any] | None = None
     attribution: Attribution | None = None
+    tracer_attribution: Attribution | None = None
 
 
 class Experience(ExperienceCreate):
@@ -302,6 +303,9 @@ class Experience(ExperienceCreate):
     uses: int = 0
     successes: int = 0
     failures: int = 0
+    tracer_attribution: Attribution | None = Field(
+        None, description="the tracer's attribution, kept beside a human label in `attribution`"
+    )
     version: int = Field(1, ge=1, description="1, then one more per update (see kb history)")
     deleted_at: datetime | None = Field(None, description="set while the record is tombstoned")
     updated_at: datetime = Field(default_factory=utcnow)

@@ -196,3 +196,15 @@ def test_cli_traces_multi_agent_files_and_folders(tmp_path: Path, embedder: Any)
     assert "error" in by_file["broken.json"]
     single = runner.invoke(app, ["--store", str(tmp_path / "s"), "trace", str(logs / "a.json")])
     assert single.exit_code == 0 and "Calculator" in single.stdout
+
+
+def test_a_human_label_and_the_tracers_answer_are_both_kept(kb: KnowledgeBase) -> None:
+    failure_id, _ = store_pair(kb)
+    traced = kb.trace(failure_id, method="heuristic")
+    kb.label(failure_id, step=2, agent="assistant", reason="refunded the wrong product")
+    stored = kb.get_experience(failure_id)
+    assert stored.attribution is not None and stored.attribution.method == "label"
+    assert stored.tracer_attribution == traced  # the tracer's earlier answer moved beside it
+    again = kb.trace(failure_id, method="heuristic")
+    stored = kb.get_experience(failure_id)
+    assert stored.attribution.step == 2 and stored.tracer_attribution == again

@@ -204,8 +204,10 @@ class Tracing(Service):
         )
         if store and exp_id is not None:
             current = self.experiences.get(exp_id)
-            if current.attribution is None or current.attribution.method != "label":
-                self.experiences.update(exp_id, {"attribution": attribution})
+            labelled = current.attribution is not None and current.attribution.method == "label"
+            # a human label is never overwritten: the tracer's answer is kept beside it
+            field = "tracer_attribution" if labelled else "attribution"
+            self.experiences.update(exp_id, {field: attribution})
             self._link_repairs(current, references)
         return attribution
 
@@ -281,7 +283,7 @@ class Tracing(Service):
             confidence=1.0,
             method="label",
         )
-        self.experiences.update(experience_id, {"attribution": attribution})
+        self.experiences.update(experience_id, _labelled(exp, attribution))
         return attribution
 
     def import_labels(self, path: str | Path) -> LabelImportReport:
@@ -307,7 +309,7 @@ class Tracing(Service):
                 report.missing.append(item.trajectory_id)
                 continue
             for exp in targets:
-                self.experiences.update(exp.id, {"attribution": item.attribution()})
+                self.experiences.update(exp.id, _labelled(exp, item.attribution()))
                 report.labelled.append(exp.id)
         return report
 
@@ -359,6 +361,14 @@ class Tracing(Service):
                     count += 1
         os.replace(tmp, path)
         return ExportReport(path=str(path), format="pairs", pairs=count)
+
+
+def _labelled(exp: Experience, label: Attribution) -> dict[str, Any]:
+    """The change that stores a human label, keeping a tracer's earlier answer beside it."""
+    change: dict[str, Any] = {"attribution": label}
+    if exp.attribution is not None and exp.attribution.method != "label":
+        change["tracer_attribution"] = exp.attribution
+    return change
 
 
 def _features(exp: ExperienceCreate) -> Any:

@@ -207,9 +207,26 @@ def _m002_namespaced_identity(conn: Connection) -> None:
         conn.execute(text(f"DROP TABLE {old.name}_v1"))
 
 
+def _m003_skill_files(conn: Connection) -> None:
+    """The files of a skill package, per skill version, byte for byte with their modes."""
+    v3 = MetaData()
+    Table(
+        "skill_files",
+        v3,
+        Column("namespace", String(), primary_key=True),
+        Column("skill_id", String(), primary_key=True),
+        Column("path", String(), primary_key=True),
+        Column("data", LargeBinary(), nullable=False),
+        Column("mode", Integer(), nullable=False),
+        Column("sha256", String(), nullable=False),
+    )
+    v3.create_all(conn)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "initial schema", _m001_initial),
     (2, "identity (namespace, id); source keys, versions, tombstones", _m002_namespaced_identity),
+    (3, "skill package files", _m003_skill_files),
 ]
 LATEST = MIGRATIONS[-1][0]
 

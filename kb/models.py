@@ -523,6 +523,19 @@ class SkillRow(SQLModel, table=True):
     indexed: bool = SQLField(default=False, index=True)
 
 
+class SkillFileRow(SQLModel, table=True):
+    """A file of a skill version's package (SKILL.md verbatim, scripts, references, assets...)."""
+
+    __tablename__ = "skill_files"
+
+    namespace: str = SQLField(primary_key=True)
+    skill_id: str = SQLField(primary_key=True)
+    path: str = SQLField(primary_key=True)
+    data: bytes = SQLField(sa_column=Column(LargeBinary, nullable=False))
+    mode: int = 0o644
+    sha256: str
+
+
 class EdgeRow(SQLModel, table=True):
     __tablename__ = "edges"
     __table_args__ = (Index("ix_edge_unique", "namespace", "src", "dst", "kind", unique=True),)

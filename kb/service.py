@@ -40,6 +40,8 @@ from kb.services.loop import Loop
 from kb.services.search import Search
 from kb.services.skills import (
     CurationAction,
+    SkillFile,
+    SkillFileContent,
     SkillImportReport,
     SkillRun,
     Skills,
@@ -416,6 +418,14 @@ class KnowledgeBase:
     def skill_md(self, name: str, version: int | None = None) -> str:
         """The skill as an Agent Skills ``SKILL.md`` document."""
         return self.skills.skill_md(name, version)
+
+    def skill_files(self, name: str, version: int | None = None) -> list[SkillFile]:
+        """The files of a skill's package (SKILL.md first) with sizes, modes and MIME types."""
+        return self.skills.files(name, version)
+
+    def skill_file(self, name: str, path: str, version: int | None = None) -> SkillFileContent:
+        """One file of a skill's package, its bytes and MIME type."""
+        return self.skills.file(name, path, version)
 
     def export_skills(self, dest: str | Path) -> ExportReport:
         """Write the latest version of every skill as an Agent Skills package folder."""

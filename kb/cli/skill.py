@@ -101,12 +101,23 @@ def show(
     name: Annotated[str, typer.Argument(help="Skill name or id.")],
     version: Annotated[int | None, typer.Option(help="A specific version.")] = None,
     md: Annotated[bool, typer.Option("--md", help="Print as SKILL.md.")] = False,
+    files: Annotated[
+        bool, typer.Option("--files", help="List the files of its package.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Show one skill (latest version unless --version)."""
     with store() as kb:
         skill = kb.get_skill(name, version)
         text = kb.skill_md(name, version) if md else None
+        listing = kb.skill_files(name, version) if files else None
+    if listing is not None:
+        if as_json:
+            print_json(listing)
+            return
+        for f in listing:
+            console.print(f"{f.mode:o} {f.size:>9} {f.mime:<28} {f.path}", highlight=False)
+        return
     if as_json:
         print_json(skill)
     elif text is not None:
@@ -177,9 +188,13 @@ def import_(
         return
     console.print(
         f"{len(report.added)} added, {len(report.versions)} new versions, "
-        f"{len(report.approved)} approved, {len(report.validated)} validated, "
-        f"{len(report.skipped)} skipped"
+        f"{len(report.unchanged)} unchanged, {len(report.approved)} approved, "
+        f"{len(report.validated)} validated, {len(report.skipped)} skipped"
     )
+    for warning in report.warnings:
+        console.print(
+            f"  warning {warning['path']}: {warning['rule']}: {warning['detail']}", highlight=False
+        )
     for item in report.not_validated:
         console.print(f"  left a draft {item['path']}: {item['error']}", highlight=False)
     for skipped in report.skipped:

@@ -8,7 +8,8 @@ Who calls whom (each arrow: takes in its constructor):
     Skills      -> Search, Experiences
     Tracing     -> Search, Experiences, Skills
     Transfer    -> Experiences, Skills, Tracing
-    Maintenance, Tokens
+    Viewer      -> Search, Experiences, Skills
+    Tokens
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ stores what they produce."""
 
 from __future__ import annotations
 
+import mimetypes
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,6 +60,25 @@ class SkillRun(BaseModel):
     network_isolated: bool = False
 
 
+class SkillFile(BaseModel):
+    """A file of a skill's package, as listed."""
+
+    path: str
+    size: int
+    mode: int
+    sha256: str
+    mime: str
+
+
+class SkillFileContent(BaseModel):
+    """A file of a skill's package with its bytes."""
+
+    path: str
+    data: bytes
+    mode: int
+    mime: str
+
+
 class SkillVersion(BaseModel):
     """One version of a skill in its history, with its validation runs."""
 
@@ -94,7 +114,9 @@ class SkillImportReport(BaseModel):
     versions: list[str] = []
     approved: list[str] = []
     validated: list[str] = []
+    unchanged: list[str] = []
     not_validated: list[dict[str, str]] = []
+    warnings: list[dict[str, str]] = []
     skipped: list[dict[str, str]] = []
 
 
@@ -128,6 +150,16 @@ def _calls_with_results(steps: list[Step]) -> list[dict[str, Any]]:
     return calls
 
 
+SKILL_MD = "SKILL.md"
+
+
+def _mime(path: str) -> str:
+    if path.endswith(".md"):
+        return "text/markdown"
+    guessed, _ = mimetypes.guess_type(path)
+    return guessed or "application/octet-stream"
+
+
 def _plain(skill: Skill) -> dict[str, Any]:
     return skill.model_dump(mode="json")
 
@@ -141,8 +173,12 @@ class Skills(Service):
         self.experiences = experiences
 
     # -- records --------------------------------------------------------------------------------
-    def add(self, skill: SkillCreate | Mapping[str, Any]) -> Skill:
-        """Add a new skill (version 1 unless given). A name that exists is a conflict."""
+    def add(
+        self, skill: SkillCreate | Mapping[str, Any], *, files: list[dict[str, Any]] | None = None
+    ) -> Skill:
+        """Add a new skill (version 1 unless given), with its package ``files`` (``path``,
+        ``data``, ``mode``: SKILL.md verbatim and every other file) when it came as a package.
+        A name that exists is a conflict."""
         data = coerce(SkillCreate, skill, "skill")
         if self.records.skill_versions(data.name):
             raise Conflict(
@@ -150,7 +186,7 @@ class Skills(Service):
                 "update it to make a new version"
             )
         stored = self._new(data)
-        self._commit([stored])
+        self._commit([stored], files={stored.id: files} if files else None)
         return stored
 
     def _new(self, data: SkillCreate) -> Skill:
@@ -218,7 +254,13 @@ class Skills(Service):
         data.setdefault("provenance", {"source": "proposed"})
         return self.add(data)
 
-    def update(self, name: str, changes: Mapping[str, Any]) -> Skill:
+    def update(
+        self,
+        name: str,
+        changes: Mapping[str, Any],
+        *,
+        files: list[dict[str, Any]] | None = None,
+    ) -> Skill:
         """Make a new version of a skill with ``changes``; the old version stays retrievable.
 
         The new version is a draft again and ``supersedes`` the previous one.
@@ -242,7 +284,10 @@ class Skills(Service):
         old = current.model_copy(update={"latest": False, "updated_at": utcnow()})
         edge = Edge(src=new.id, dst=old.id, kind="supersedes")
 
-        self._commit([old, new], edges=[edge])
+        # the package's files travel to the new version (SKILL.md's body stays the author's;
+        # export updates only the front matter fields that changed)
+        carried = files if files is not None else self.records.files(current.id)
+        self._commit([old, new], edges=[edge], files={new.id: carried})
         return new
 
     def history(self, name: str) -> list[SkillVersion]:
@@ -297,11 +342,15 @@ class Skills(Service):
         edges: Sequence[Edge] = (),
         events: Sequence[tuple[str, str, dict[str, Any]]] = (),
         runs: Sequence[tuple[str, list[dict[str, Any]]]] = (),
+        files: Mapping[str, list[dict[str, Any]]] | None = None,
     ) -> None:
         """One transaction: skill versions (new or changed), edges, events ``(item, kind,
-        detail)`` and validation runs ``(skill id, outcomes)``; then the index."""
+        detail)``, validation runs ``(skill id, outcomes)`` and package files ``{skill id:
+        files}``; then the index."""
 
         def rest(session: Session) -> None:
+            for skill_id, stored in (files or {}).items():
+                self.records.put_files(session, skill_id, stored)
             if edges:
                 self.records.put_edges(session, list(edges))
                 self.store.bump_graph(session, self.namespace)
@@ -420,15 +469,54 @@ class Skills(Service):
         return SkillRun(skill=skill.name, version=skill.version, **result.to_dict())
 
     # -- packages -------------------------------------------------------------------------------
+    def package(self, skill: Skill) -> dict[str, Any]:
+        """The package keys of a stored version (``skill_md``, ``skill_md_mode``, ``resources``),
+        or nothing for a skill that never came as a package."""
+        stored = self.records.files(skill.id)
+        md = next((f for f in stored if f["path"] == SKILL_MD), None)
+        if md is None:
+            return {}
+        return {
+            "skill_md": md["data"].decode("utf-8"),
+            "skill_md_mode": md["mode"],
+            "resources": [f for f in stored if f["path"] != SKILL_MD],
+        }
+
+    def _full(self, skill: Skill) -> dict[str, Any]:
+        return {**_plain(skill), **self.package(skill)}
+
     def skill_md(self, name: str, version: int | None = None) -> str:
-        """The skill as an Agent Skills ``SKILL.md`` document."""
-        return skills.to_skill_md(_plain(self.get(name, version)))
+        """The skill as an Agent Skills ``SKILL.md`` document (the author's, verbatim, when the
+        skill came as a package and is unchanged)."""
+        return skills.to_skill_md(self._full(self.get(name, version)))
+
+    def files(self, name: str, version: int | None = None) -> list[SkillFile]:
+        """The files of a skill's package, SKILL.md first, with size, mode and MIME type."""
+        return [
+            SkillFile(
+                path=f["path"],
+                size=len(f["data"]),
+                mode=f["mode"],
+                sha256=f["sha256"],
+                mime=_mime(f["path"]),
+            )
+            for f in skills.package_files(self._full(self.get(name, version)))
+        ]
+
+    def file(self, name: str, path: str, version: int | None = None) -> SkillFileContent:
+        """One file of a skill's package, its bytes and MIME type."""
+        for f in skills.package_files(self._full(self.get(name, version))):
+            if f["path"] == path:
+                return SkillFileContent(path=path, data=f["data"], mode=f["mode"], mime=_mime(path))
+        raise NotFound(f"skill {name!r} has no file {path!r}; `kb skill show {name} --files`")
 
     def export(self, dest: str | Path) -> ExportReport:
-        """Write the latest version of every skill as an Agent Skills package folder."""
+        """Write the latest version of every skill as an Agent Skills package folder: a skill
+        that came as a package is written back byte for byte (its changed fields only in the
+        front matter and ``skill.json``)."""
         dest = Path(dest)
         dest.mkdir(parents=True, exist_ok=True)
-        written = [str(skills.write_package(_plain(s), dest)) for s in self.all()]
+        written = [str(skills.write_package(self._full(s), dest)) for s in self.all()]
         return ExportReport(path=str(dest), format="skills", skills=len(written))
 
     def import_packages(
@@ -450,41 +538,42 @@ class Skills(Service):
         path = Path(path)
         if not path.exists():
             raise Invalid(f"{path}: no such file or folder")
-        found, rejected = skills.read_tree(path)
+        found, rejected = skills.read_tree(path, files=True)
         report = SkillImportReport(
             path=str(path), skipped=[{"path": r.path, "error": r.reason} for r in rejected]
         )
         for data in found:
             origin = (data.get("provenance") or {}).get("imported_from", str(path))
+            package = {k: data.pop(k) for k in skills.PACKAGE_KEYS if k in data}
+            report.warnings += [
+                {"path": origin, "rule": w["rule"], "detail": w["detail"]}
+                for w in package.get("warnings", [])
+            ]
             data["status"] = SkillStatus.draft.value
+            files = [
+                {
+                    "path": SKILL_MD,
+                    "data": package["skill_md"].encode("utf-8"),
+                    "mode": package["skill_md_mode"],
+                },
+                *({"path": r["path"], "data": r["data"], "mode": r["mode"]} for r in package["resources"]),
+            ]
             try:
                 data.setdefault("provenance", {})
                 data["provenance"] = {**data["provenance"], "source": "import"}
                 if self.records.skill_versions(data["name"]):
-                    current = _plain(self.get(data["name"]))
-                    keys = (
-                        "description",
-                        "scope",
-                        "parameters",
-                        "returns",
-                        "steps",
-                        "program",
-                        "tests",
-                    )
-                    if all(
-                        current.get(k)
-                        == SkillCreate.model_validate(data).model_dump(mode="json").get(k)
-                        for k in keys
-                    ):
-                        report.skipped.append({"path": origin, "error": "unchanged"})
+                    current = self.get(data["name"])
+                    if skills.package_digest(self._full(current)) == package["digest"]:
+                        report.unchanged.append(current.id)
                         continue
                     stored = self.update(
                         data["name"],
                         {k: v for k, v in data.items() if k not in {"name", "version", "status"}},
+                        files=files,
                     )
                     report.versions.append(stored.id)
                 else:
-                    stored = self.add(data)
+                    stored = self.add(data, files=files)
                     report.added.append(stored.id)
                 if approve and stored.mode == SkillMode.guided:
                     self.approve(stored.name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
@@ -17,6 +18,7 @@ from kb.models import (
     ExperienceRow,
     ExperienceVersionRow,
     Skill,
+    SkillFileRow,
     SkillRow,
     Stats,
     ValidationRunRow,
@@ -320,6 +322,32 @@ class Records:
                     )
                 ).all()
             )
+
+    def put_files(self, session: Session, skill_id: str, files: Sequence[dict[str, Any]]) -> None:
+        """Store the package files of a skill version (``path``, ``data``, ``mode``)."""
+        for f in files:
+            session.merge(
+                SkillFileRow(
+                    namespace=self.ns,
+                    skill_id=skill_id,
+                    path=f["path"],
+                    data=f["data"],
+                    mode=int(f["mode"]),
+                    sha256=hashlib.sha256(f["data"]).hexdigest(),
+                )
+            )
+
+    def files(self, skill_id: str) -> list[dict[str, Any]]:
+        """The package files of a skill version, by path."""
+        with self._session() as session:
+            rows = session.exec(
+                select(SkillFileRow)
+                .where(SkillFileRow.namespace == self.ns, SkillFileRow.skill_id == skill_id)
+                .order_by(col(SkillFileRow.path))
+            ).all()
+            return [
+                {"path": r.path, "data": r.data, "mode": r.mode, "sha256": r.sha256} for r in rows
+            ]
 
     def count_experiences(self) -> int:
         return self.sql.count(

@@ -23,8 +23,32 @@ def experience_embed_text(exp: Experience) -> str:
     return _join([exp.task, exp.strategy, " -> ".join(exp.plan), lessons], EMBED_CHARS)
 
 
+EXCERPT_CHARS = 2_000
+_TROUBLE = re.compile(r"error|exception|traceback|failed|denied|invalid", re.IGNORECASE)
+
+
+def excerpt(text: str | None, limit: int = EXCERPT_CHARS) -> str:
+    """A bounded window of a long step text for indexing and display: its head, then the
+    passages around the first words that signal trouble (error, exception, traceback, failed,
+    denied, invalid). The stored text stays whole."""
+    text = text or ""
+    if len(text) <= limit:
+        return text
+    head = text[: limit // 2]
+    parts = [head]
+    budget = limit - len(head)
+    for match in _TROUBLE.finditer(text, len(head)):
+        start = max(len(head), match.start() - 200)
+        piece = text[start : match.end() + 300]
+        parts.append(piece[:budget])
+        budget -= len(parts[-1])
+        if budget <= 0:
+            break
+    return " … ".join(parts)
+
+
 def experience_fts_text(exp: Experience) -> str:
-    step_text = [s.content or s.error or "" for s in exp.steps if s.role != "system"]
+    step_text = [excerpt(s.content or s.error) for s in exp.steps if s.role != "system"]
     reason = exp.attribution.reason if exp.attribution else None
     return _join(
         [

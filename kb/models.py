@@ -22,12 +22,18 @@ from sqlalchemy import JSON, Column, Index, LargeBinary
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
+from kb.config import settings
 from kb.errors import Invalid
 
 # -- limits ---------------------------------------------------------------------------------------
 MAX_TEXT = 20_000
-"""Characters in one text field (task, strategy, a step's content, a skill's description...)."""
-MAX_STEPS = 2_000
+"""Characters in one text field (task, strategy, a skill's description...)."""
+MAX_STEP_TEXT = settings().max_step_chars
+"""Characters of a step's content, result or error, stored whole (``KB_MAX_STEP_CHARS``, 1 MB by
+default): what is embedded or shown of it is a bounded excerpt (``kb.documents.excerpt``)."""
+MAX_TRAJECTORY_TEXT = 32 * MAX_STEP_TEXT
+"""Characters of all the steps of one experience together."""
+MAX_STEPS = 5_000
 """Steps in one experience."""
 MAX_ITEMS = 200
 """Entries in a small list field (tags, plan, lessons)."""
@@ -154,7 +160,7 @@ class Step(_Strict):
     @field_validator("content", "result", "error")
     @classmethod
     def _limit(cls, value: str | None, info: Any) -> str | None:
-        return _check_text(value, f"step.{info.field_name}")
+        return _check_text(value, f"step.{info.field_name}", MAX_STEP_TEXT)
 
     @field_validator("args")
     @classmethod
@@ -250,6 +256,18 @@ class ExperienceCreate(_Strict):
             ]
             data = {**data, "steps": steps}
         return data
+
+    @model_validator(mode="after")
+    def _trajectory_size(self) -> ExperienceCreate:
+        total = sum(
+            len(s.content or "") + len(s.result or "") + len(s.error or "") for s in self.steps
+        )
+        if total > MAX_TRAJECTORY_TEXT:
+            raise ValueError(
+                f"the steps hold {total} characters; the limit for one trajectory is "
+                f"{MAX_TRAJECTORY_TEXT} (split the run, or store large outputs as files)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _steps_in_order(self) -> ExperienceCreate:

@@ -16,6 +16,7 @@ from typing import Any
 
 from kb import documents as docs
 from kb.errors import Invalid
+from kb.importers import trajectory_from_any
 from kb.models import Experience, Kind, Outcome, SearchHit, Skill, SkillStatus, Step, kind_of
 from kb.retrieval import (
     MIN_BUDGET,
@@ -47,25 +48,15 @@ from kb.stores.index import quote
 WINDOW_COLUMNS = ("id", "exp_id", "outcome", "step", "error", "text", "next")
 
 
-def _as_steps(trajectory: Sequence[Step | Mapping[str, Any]]) -> list[Step]:
-    """Steps from ``Step`` objects, step dicts, or OpenAI chat messages."""
-    items = list(trajectory)
-    if not items:
-        return []
-    if all(isinstance(i, Step) for i in items):
-        return list(items)  # type: ignore[arg-type]
-    first = items[0]
-    if isinstance(first, Mapping) and ("tool_calls" in first or "index" not in first):
-        from kb.importers import steps_from_messages
-
-        return steps_from_messages(items)
-    try:
-        return [
-            s if isinstance(s, Step) else Step.model_validate({**s, "index": n})
-            for n, s in enumerate(items)
-        ]
-    except ValueError as exc:
-        raise Invalid(f"trajectory: {exc}") from exc
+def _as_steps(trajectory: Any) -> list[Step]:
+    """Steps from ``Step`` objects, or from a trajectory in any importable format (OpenAI or
+    Anthropic messages, Responses items, spans, events, step dicts...: see docs/FORMATS.md)."""
+    if isinstance(trajectory, Sequence) and not isinstance(trajectory, str | bytes):
+        if not trajectory:
+            return []
+        if all(isinstance(i, Step) for i in trajectory):
+            return list(trajectory)
+    return trajectory_from_any(trajectory, source="refine").steps
 
 
 class Loop(Service):

@@ -13,10 +13,10 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from kb.errors import Invalid, KBError, NotFound
-from kb.importers import describe, detect, to_experience
+from kb.importers import trajectory_from_any
 from kb.models import (
     Attribution,
     Edge,
@@ -102,15 +102,7 @@ class Tracing(Service):
             if kind_of(target) != "experience":
                 raise Invalid(f"{target!r} is not an experience id (exp_...)")
             return self.experiences.get(target), target
-        if isinstance(target, ExperienceCreate):
-            return target, None
-        try:
-            kind = detect(target)
-            return to_experience(target, kind, source="trace"), None
-        except (ValueError, ValidationError, TypeError, KeyError) as exc:
-            raise Invalid(
-                f"trajectory: {describe(exc) if isinstance(exc, ValidationError) else exc}"
-            ) from exc
+        return trajectory_from_any(target, source="trace"), None
 
     def _successes_like(self, exp: ExperienceCreate, k: int = 3) -> list[Experience]:
         """Successes of the same source task first, then the most similar successful tasks."""

@@ -28,7 +28,7 @@ from kb.importers import (
     to_experience,
     trajectory_from_any,
 )
-from kb.models import MAX_TEXT, ExperienceCreate, ImportReport, Step
+from kb.models import MAX_STEP_TEXT, MAX_TEXT, ExperienceCreate, ImportReport, Step
 from kb.service import KnowledgeBase
 from tests.conftest import requires_data
 
@@ -885,9 +885,9 @@ def test_openhands_evaluation_output() -> None:
     raw = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     for (number, exp), record in zip(iter_experiences(path), raw, strict=True):
         longest = max(len(e.get("content") or "") for e in record["history"])
-        if longest > MAX_TEXT:  # nothing is truncated: such a record waits for a longer limit
+        if longest > MAX_STEP_TEXT:  # nothing is truncated: such a record is refused whole
             assert isinstance(exp, ImportFailed), number
-            assert f"is {longest} characters; the limit is {MAX_TEXT}" in str(exp)
+            assert f"is {longest} characters; the limit is {MAX_STEP_TEXT}" in str(exp)
             continue
         assert isinstance(exp, ExperienceCreate), exp
         assert exp.task == record["instance"]["problem_statement"]

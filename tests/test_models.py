@@ -14,6 +14,7 @@ from kb.errors import Conflict, Invalid
 from kb.models import (
     MAX_BATCH,
     MAX_ITEMS,
+    MAX_STEP_TEXT,
     MAX_STEPS,
     MAX_TEXT,
     ExperienceCreate,
@@ -43,9 +44,9 @@ def _steps(n: int) -> list[dict[str, Any]]:
         ({"task": "t", "lessons": ["l" * (MAX_TEXT + 1)]}, "lessons", "lessons item"),
         ({"task": "t", "colour": "red"}, "colour", "extra"),
         (
-            {"task": "t", "steps": [{"index": 0, "content": "c" * (MAX_TEXT + 1)}]},
+            {"task": "t", "steps": [{"index": 0, "content": "c" * (MAX_STEP_TEXT + 1)}]},
             "steps.0.content",
-            f"limit is {MAX_TEXT}",
+            f"limit is {MAX_STEP_TEXT}",
         ),
         ({"task": "t", "steps": [{"index": 0}, {"index": 2}]}, "steps[1].index", "0, 1, 2"),
         ({"task": "t", "steps": [{"index": -1}]}, "steps.0.index", "greater than or equal to 0"),

@@ -891,8 +891,11 @@ def test_openhands_evaluation_output() -> None:
             continue
         assert isinstance(exp, ExperienceCreate), exp
         assert exp.task == record["instance"]["problem_statement"]
-        assert exp.provenance.source_id == record["instance_id"] == "ponylang__ponyc-4593"
-        assert exp.agent == "CodeActAgent" and len(exp.steps) == len(record["history"]) == 70
+        assert exp.provenance.source_id == record["instance_id"]
+        assert exp.agent == "CodeActAgent" and len(exp.steps) == len(record["history"])
+        if record["instance_id"] != "ponylang__ponyc-4593":
+            continue  # the two runs with long observations (49 and 103 steps) import whole too
+        assert len(exp.steps) == 70
         assert exp.steps[0].role == "system" and exp.steps[2].kind == "recall"
         errors = [s for s in exp.steps if s.kind == "error"]
         assert [s.error for s in errors][:2] == ["exit code 2", "exit code 1"]

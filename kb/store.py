@@ -8,6 +8,7 @@ namespace; the MCP hub shares one store across all namespaces.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import threading
@@ -57,9 +58,6 @@ class Store:
         url = self.settings.sql_url
         self.sql = SQLStore(url) if url else SQLStore.at(path)
         self.tokens = TokenStore(self.sql)
-        db = connect(self.settings.index_uri or path / "index")
-        self.items = Index(db, ITEMS)
-        self.windows = Index(db, WINDOWS)
         self._file_lock = FileLock(str(path / ".write.lock"), timeout=300)
         self._thread_lock = threading.RLock()
         self._embedder_arg = embedder
@@ -69,6 +67,20 @@ class Store:
         self._graphs: dict[str, tuple[str, Graph]] = {}
         self._repaired = False
         self.closed = False
+
+    @functools.cached_property
+    def _db(self) -> Any:
+        return connect(self.settings.index_uri or self.path / "index")
+
+    @functools.cached_property
+    def items(self) -> Index:
+        """The derived table of records (vectors, full-text, filters); opened on first use."""
+        return Index(self._db, ITEMS)
+
+    @functools.cached_property
+    def windows(self) -> Index:
+        """The derived table of step windows (``refine``); opened on first use."""
+        return Index(self._db, WINDOWS)
 
     def close(self) -> None:
         """Release the engine (files stay as they are)."""

@@ -244,11 +244,13 @@ from kb.cli import app
 store, item, out = sys.argv[1:4]
 runner = CliRunner()
 for args in (["--help"], ["list", "--json"], ["show", item, "--json"], ["stats", "--json"],
-             ["export", out, "--json"], ["list"], ["stats"], ["show", item]):
+             ["history", item], ["list"], ["stats"], ["show", item]):
     result = runner.invoke(app, ["--store", store, *args])
     assert result.exit_code == 0, (args, result.output, result.exception)
-    assert "torch" not in sys.modules, args
-    assert "sentence_transformers" not in sys.modules, args
+    for heavy in ("torch", "sentence_transformers", "lancedb"):
+        assert heavy not in sys.modules, (args, heavy)
+result = runner.invoke(app, ["--store", store, "export", out, "--json"])
+assert result.exit_code == 0 and "torch" not in sys.modules, result.output
 print("light")
 """
 

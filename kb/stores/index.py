@@ -21,10 +21,8 @@ from typing import Any
 
 os.environ.setdefault("LANCE_LOG", "error")
 
-import lancedb
 import numpy as np
 import pyarrow as pa
-from lancedb.index import FTS, Bitmap, HnswSq
 
 ANN_MIN_ROWS = 5_000
 """Below this many rows an exhaustive vector scan is fast enough; above it, an ANN index pays."""
@@ -41,8 +39,15 @@ def in_list(column: str, values: Sequence[str]) -> str:
     return f"{column} IN ({', '.join(quote(v) for v in values)})"
 
 
-_WORDS = FTS()
-_TOKENS = FTS(base_tokenizer="whitespace", stem=False, remove_stop_words=False, ascii_folding=False)
+# full-text index configurations (lancedb.index.FTS keyword arguments): words, and whitespace
+# tokens taken as they are (tool names in signatures)
+_WORDS: dict[str, Any] = {}
+_TOKENS: dict[str, Any] = {
+    "base_tokenizer": "whitespace",
+    "stem": False,
+    "remove_stop_words": False,
+    "ascii_folding": False,
+}
 
 
 @dataclass(frozen=True)
@@ -53,7 +58,7 @@ class TableSpec:
     name: str
     columns: tuple[tuple[str, pa.DataType], ...]
     group: str = "id"
-    fts: dict[str, FTS] = field(default_factory=dict)
+    fts: dict[str, dict[str, Any]] = field(default_factory=dict)
     bitmaps: tuple[str, ...] = ()
 
     def schema(self, dim: int) -> pa.Schema:
@@ -103,7 +108,10 @@ WINDOWS = TableSpec(
 
 
 def connect(uri: str | Path) -> Any:
-    """A LanceDB connection that always reads the latest committed version."""
+    """A LanceDB connection that always reads the latest committed version (lancedb is
+    imported here, on first use: commands that never touch the index stay light)."""
+    import lancedb
+
     return lancedb.connect(str(uri), read_consistency_interval=timedelta(0))
 
 
@@ -155,9 +163,14 @@ class Index:
             )
         self._writes += 1
         missing = {f"{c}_idx" for c in self.spec.fts} - self._index_names()
-        for column, config in self.spec.fts.items():
-            if f"{column}_idx" in missing:
-                self.table.create_index(column, config=config, replace=True, name=f"{column}_idx")
+        if missing:
+            from lancedb.index import FTS
+
+            for column, config in self.spec.fts.items():
+                if f"{column}_idx" in missing:
+                    self.table.create_index(
+                        column, config=FTS(**config), replace=True, name=f"{column}_idx"
+                    )
         if self._writes % OPTIMIZE_EVERY == 0:
             self.optimize()
 
@@ -197,6 +210,8 @@ class Index:
         rows = self.table.count_rows()
         if rows < ANN_MIN_ROWS:
             return
+        from lancedb.index import Bitmap, HnswSq
+
         names = self._index_names()
         for column in self.spec.bitmaps:
             if f"{column}_idx" not in names:

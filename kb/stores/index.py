@@ -26,8 +26,13 @@ import pyarrow as pa
 
 ANN_MIN_ROWS = 5_000
 """Below this many rows an exhaustive vector scan is fast enough; above it, an ANN index pays."""
-OPTIMIZE_EVERY = 50
-"""Compact and fold new rows into the indexes after this many writes of one process."""
+MAX_FRAGMENTS = 16
+"""Compact once a table has this many data fragments (each write adds one)."""
+MAX_UNINDEXED = 256
+"""Fold new rows into the full-text indexes once this many are outside them (searched flat)."""
+KEEP_VERSIONS = timedelta(seconds=2)
+"""Old table versions older than this are removed when compacting (readers always open the
+latest), so the table's disk use stays close to its compacted size."""
 
 
 def quote(value: str) -> str:
@@ -122,7 +127,6 @@ class Index:
         self.db = db
         self.spec = spec
         self._table: Any = None
-        self._writes = 0
 
     @property
     def table(self) -> Any:
@@ -161,7 +165,6 @@ class Index:
                 .when_not_matched_insert_all()
                 .execute(data)
             )
-        self._writes += 1
         missing = {f"{c}_idx" for c in self.spec.fts} - self._index_names()
         if missing:
             from lancedb.index import FTS
@@ -171,8 +174,22 @@ class Index:
                     self.table.create_index(
                         column, config=FTS(**config), replace=True, name=f"{column}_idx"
                     )
-        if self._writes % OPTIMIZE_EVERY == 0:
+        if self.needs_optimize():
             self.optimize()
+
+    def needs_optimize(self) -> bool:
+        """Whether writes have left the table fragmented or rows outside its full-text indexes
+        (two cheap reads of table metadata): the write path then compacts, so whatever the write
+        pattern, search stays as fast as right after :meth:`optimize`, with no user action."""
+        if self.table is None:
+            return False
+        if self.table.stats()["fragment_stats"]["num_fragments"] >= MAX_FRAGMENTS:
+            return True
+        for column in self.spec.fts:
+            stats = self.table.index_stats(f"{column}_idx")
+            if stats is not None and stats.num_unindexed_rows >= MAX_UNINDEXED:
+                return True
+        return False
 
     def delete(self, keys: Sequence[str], *, column: str | None = None) -> None:
         """Delete rows whose ``column`` (default: the spec's group column) is in ``keys``."""
@@ -206,7 +223,7 @@ class Index:
         once the table is large."""
         if self.table is None:
             return
-        self.table.optimize(cleanup_older_than=timedelta(minutes=10))
+        self.table.optimize(cleanup_older_than=KEEP_VERSIONS)
         rows = self.table.count_rows()
         if rows < ANN_MIN_ROWS:
             return

@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps demo test test-fast lint bench
+.PHONY: install system-deps inspector demo test test-fast lint bench
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -19,10 +19,20 @@ install: $(STAMP)
 system-deps:
 	bash .ci/system-deps.sh
 
+# The official MCP Inspector (its CLI mode is a test client), where npm is available; 0.15.0 is the
+# newest that runs on Node 18-20. Without npm its test skips and says why.
+INSPECTOR := $(VENV)/inspector/node_modules/.bin/mcp-inspector
+inspector: install
+	@if [ -x $(INSPECTOR) ]; then :; \
+	elif command -v npm >/dev/null 2>&1; then \
+	  npm install --silent --no-audit --no-fund --prefix $(VENV)/inspector \
+	    @modelcontextprotocol/inspector@0.15.0 || echo "could not install the MCP Inspector"; \
+	else echo "npm not found: the MCP Inspector test will be skipped"; fi
+
 demo: install
 	$(PY) examples/demo.py
 
-test: install system-deps
+test: install system-deps inspector
 	$(PY) -m ruff check kb skills mcp_server tests benchmarks examples
 	$(PY) -m pytest -q
 

@@ -3,7 +3,7 @@
 Starts ``python -m mcp_server --http`` on a free loopback port over a fresh store (seeded with a
 few experiences), creates a bearer token, and runs ``--clients`` concurrent MCP clients (fastmcp
 ``Client``, each its own HTTP connection) for ``--duration`` seconds. Each client alternates
-``search_experiences`` and ``record_experience``. Reports requests/s, p50/p95 latency (overall and
+``search`` and ``record_experience``. Reports requests/s, p50/p95 latency (overall and
 per tool) and the error count (must be 0), and checks that the store holds exactly as many new
 records as there were successful record calls.
 
@@ -91,7 +91,7 @@ async def client_loop(
         while time.monotonic() < deadline and budget[0] > 0:
             budget[0] -= 1
             if i % 2 == 0:
-                tool = "search_experiences"
+                tool = "search"
                 args: dict[str, Any] = {"query": QUERIES[(number + i) % len(QUERIES)], "k": 5}
             else:
                 tool = "record_experience"
@@ -191,13 +191,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
             stderr=log,
+            env={**os.environ, "KB_RATE_LIMIT": "0"},  # throughput, not the per-token limit
         )
         try:
             wait_healthy(base, proc)
 
             async def warm() -> None:  # the first call loads the embedding model
                 async with Client(f"{base}/mcp", auth=token, timeout=120) as c:
-                    await c.call_tool("search_experiences", {"query": "warm up"})
+                    await c.call_tool("search", {"query": "warm up"})
 
             asyncio.run(warm())
             run = asyncio.run(
@@ -233,7 +234,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "config": {
             "clients": args.clients,
             "duration_s": args.duration,
-            "mix": "alternate search_experiences (k=5) / record_experience",
+            "mix": "alternate search (k=5) / record_experience",
             "seeded_experiences": seeded,
         },
         "elapsed_s": round(run["elapsed_s"], 2),

@@ -56,10 +56,16 @@ def _model_location(name: str) -> str:
     return name
 
 
+_MODELS: dict[tuple[str, str], Any] = {}
+_MODELS_LOCK = threading.Lock()
+
+
 class SentenceTransformerEmbedder:
     """A sentence-transformers model, loaded lazily, normalised float32 output.
 
-    On CUDA the model runs in fp16 with larger batches.
+    One copy of a model per process: embedders of the same model and device (a server's, the
+    CLI's, each test's) share the loaded weights. On CUDA the model runs in fp16 with larger
+    batches.
     """
 
     def __init__(self, name: str = DEFAULT_MODEL, *, device: str = "auto", batch_size: int = 64):
@@ -76,8 +82,23 @@ class SentenceTransformerEmbedder:
                 self._model = self._load()
             return self._model
 
+    @property
+    def loaded(self) -> bool:
+        """Whether the model is in memory (a first :meth:`encode` will not have to load it)."""
+        return self._model is not None
+
     def _load(self) -> Any:
         location = _model_location(self.name)
+        device = resolve_device(self.device)
+        with _MODELS_LOCK:
+            model = _MODELS.get((location, device))
+            if model is None:
+                model = _MODELS[(location, device)] = self._read(location, device)
+        if device == "cuda":
+            self.batch_size = max(self.batch_size, 256)
+        return model
+
+    def _read(self, location: str, device: str) -> Any:
         if not Path(location).exists() and os.environ.get("HF_HUB_OFFLINE") is None:
             # A bare name may still be in the local Hugging Face cache; never go online by default.
             os.environ["HF_HUB_OFFLINE"] = "1"
@@ -86,7 +107,6 @@ class SentenceTransformerEmbedder:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         from sentence_transformers import SentenceTransformer
 
-        device = resolve_device(self.device)
         try:
             model = SentenceTransformer(location, device=device)
         except OSError as exc:
@@ -96,7 +116,6 @@ class SentenceTransformerEmbedder:
             ) from exc
         if device == "cuda":
             model.half()
-            self.batch_size = max(self.batch_size, 256)
         return model
 
     @property

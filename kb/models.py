@@ -22,6 +22,7 @@ from sqlalchemy import JSON, Column, Index, LargeBinary
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
+from kb import limits
 from kb.config import settings
 from kb.errors import Invalid
 
@@ -33,15 +34,15 @@ MAX_STEP_TEXT = settings().max_step_chars
 default): what is embedded or shown of it is a bounded excerpt (``kb.documents.excerpt``)."""
 MAX_TRAJECTORY_TEXT = 32 * MAX_STEP_TEXT
 """Characters of all the steps of one experience together."""
-MAX_STEPS = 5_000
-"""Steps in one experience."""
+MAX_STEPS = limits.STEPS
+"""Steps in one experience (one definition: ``kb.limits``)."""
 MAX_ITEMS = 200
 """Entries in a small list field (tags, plan, lessons)."""
 MAX_BATCH = 10_000
 """Records in one ``add_experiences`` call."""
 MAX_PROGRAM = 200_000
 """Characters of a skill program."""
-MAX_DEPTH = 32
+MAX_DEPTH = limits.DEPTH
 """Nesting of JSON values (artifacts, arguments)."""
 
 SLUG_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
@@ -621,3 +622,49 @@ class MetaRow(SQLModel, table=True):
 
     key: str = SQLField(primary_key=True)
     value: str
+
+
+class GateSessionRow(SQLModel, table=True):
+    """A gated agent run (session risk memory): its state after the latest check; identity is
+    (namespace, run_id). Expires at ``expires_at``."""
+
+    __tablename__ = "gate_sessions"
+
+    namespace: str = SQLField(primary_key=True)
+    run_id: str = SQLField(primary_key=True)
+    role: str | None = None
+    task: str | None = None
+    seq: int = 0
+    state: dict[str, Any] = SQLField(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    corpus: str = ""
+    created_at: datetime = SQLField(default_factory=utcnow)
+    updated_at: datetime = SQLField(default_factory=utcnow)
+    expires_at: datetime = SQLField(default_factory=utcnow, index=True)
+
+
+class GateDecisionRow(SQLModel, table=True):
+    """One check of a gated session: the action, the decision, its reasons and evidence."""
+
+    __tablename__ = "gate_decisions"
+    __table_args__ = (Index("ix_gate_decision_run", "namespace", "run_id", "seq"),)
+
+    id: int | None = SQLField(default=None, primary_key=True)
+    namespace: str
+    run_id: str
+    seq: int
+    tool: str
+    decision: str
+    risk: float
+    session_risk: float
+    data: dict[str, Any] = SQLField(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = SQLField(default_factory=utcnow)
+
+
+class GatePolicyRow(SQLModel, table=True):
+    """The gate policy of a namespace (thresholds, deny lists, role profiles)."""
+
+    __tablename__ = "gate_policies"
+
+    namespace: str = SQLField(primary_key=True)
+    data: dict[str, Any] = SQLField(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    updated_at: datetime = SQLField(default_factory=utcnow)

@@ -5,10 +5,10 @@ errors."""
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -17,7 +17,9 @@ from fastmcp.server.dependencies import get_access_token, get_context
 from pydantic import BaseModel
 
 from kb.config import Settings
-from kb.errors import Invalid, KBError
+from kb.errors import KBError
+from kb.limits import check_record
+from kb.retrieval import clip
 from kb.service import KnowledgeBase
 from kb.store import Store
 
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 log = logging.getLogger("kb.mcp")
+ERROR_CHARS = 600
 
 
 class AuthRequired(KBError):
@@ -45,7 +48,6 @@ class Hub:
         embedder: Embedder | None,
         require_token: bool,
         max_payload_bytes: int,
-        warm: bool,
     ):
         self.location = store
         self.namespace = namespace
@@ -53,32 +55,73 @@ class Hub:
         self.require_token = require_token
         self.max_payload_bytes = max_payload_bytes
         self._embedder = embedder
-        self._warm = warm
         self._store: Store | None = None
         self._handles: dict[str, KnowledgeBase] = {}
         self._lock = threading.Lock()
+        self._warm: threading.Thread | None = None
+        self._ready = threading.Event()
+        self.warm_error: str | None = None
+        """Why the warm-up failed (the model could not be loaded), if it did."""
 
     def open(self) -> None:
-        """Open the server's own namespace (and start loading the model in the background, so
-        that the first search does not pay for it)."""
-        kb = self.kb(self.namespace)
-        if self._warm:
-            threading.Thread(
-                target=self._warm_up, args=(kb,), daemon=True, name="kb-model-warmup"
-            ).start()
+        """Open the server's own namespace (the store, its engine and index)."""
+        self.kb(self.namespace)
 
-    @staticmethod
-    def _warm_up(kb: KnowledgeBase) -> None:
+    # -- warm-up -------------------------------------------------------------------------------
+    def start_warm_up(self) -> None:
+        """Load the embedding model and open the index in the background, from the moment the
+        server is built (not only once the transport is up), so that the first call that needs
+        them, a search or a record, does not pay for them."""
+        if self._warm is None:
+            self._warm = threading.Thread(target=self._warm_up, daemon=True, name="kb-warm-up")
+            self._warm.start()
+
+    def _warm_up(self) -> None:
+        start = time.perf_counter()
         try:
+            kb = self.kb(self.namespace)
             kb.embedder.inner.encode(["warm up"])
+            kb.store.ready()
         except KBError as exc:  # the first call that needs the model reports it to the caller
+            self.warm_error = str(exc)
             log.warning(
-                "model warm-up failed: %s",
+                "warm-up failed: %s",
                 exc,
                 extra={"data": {"event": "warmup", "outcome": "error", "error": str(exc)}},
             )
+            return
+        finally:
+            self._ready.set()
+        log.info(
+            "model ready",
+            extra={
+                "data": {
+                    "event": "warmup",
+                    "outcome": "ok",
+                    "duration_ms": round((time.perf_counter() - start) * 1000, 2),
+                }
+            },
+        )
+
+    def wait_ready(self, timeout: float = 120.0) -> bool:
+        """Block until the warm-up is done (or ``timeout`` seconds); True when it is."""
+        return self._ready.wait(timeout) if self._warm is not None else self.model_ready()
+
+    def model_ready(self) -> bool:
+        """Whether the embedding model is loaded, so calls are answered at full speed."""
+        if self._ready.is_set():
+            return self.warm_error is None
+        if self._warm is not None:
+            return False
+        inner = self._embedder
+        if inner is None:
+            with self._lock:
+                inner = self._store.embedder.inner if self._store is not None else None
+        return inner is not None and bool(getattr(inner, "loaded", True))
 
     def close(self) -> None:
+        if self._warm is not None:
+            self._warm.join(timeout=120)
         with self._lock:
             store, self._store, self._handles = self._store, None, {}
         if store is not None:
@@ -118,13 +161,14 @@ class Hub:
     def resolve_token(self, secret: str) -> str | None:
         return self.kb(self.namespace).resolve_token(secret)
 
-    def check_size(self, what: str, data: Any) -> None:
-        size = len(json.dumps(data, default=str, ensure_ascii=False).encode("utf-8"))
-        if size > self.max_payload_bytes:
-            raise Invalid(
-                f"{what} is {size} bytes of JSON; the limit is {self.max_payload_bytes}: "
-                "shorten long step contents and results, or split the record"
-            )
+    def check_size(self, what: str, data: Mapping[str, Any]) -> None:
+        """The store's record limits (:mod:`kb.limits`), with this server's request cap."""
+        check_record(
+            data,
+            what=what,
+            max_bytes=self.max_payload_bytes,
+            step_chars=self.settings.max_step_chars,
+        )
 
 
 def current_hub() -> Hub:
@@ -156,9 +200,14 @@ def tool_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except KBError as exc:
-            raise ToolError(str(exc), log_level=logging.DEBUG) from exc
+            raise ToolError(error_text(exc), log_level=logging.DEBUG) from exc
 
     return wrapper  # type: ignore[return-value]
+
+
+def error_text(exc: Exception) -> str:
+    """An error as the agent reads it: one line, capped (a message may quote stored values)."""
+    return clip(str(exc), ERROR_CHARS)
 
 
 def resource_errors(fn: F) -> F:
@@ -167,7 +216,7 @@ def resource_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except KBError as exc:
-            raise ResourceError(str(exc), log_level=logging.DEBUG) from exc
+            raise ResourceError(error_text(exc), log_level=logging.DEBUG) from exc
 
     return wrapper  # type: ignore[return-value]
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,6 +45,39 @@ def fake_kb(tmp_path: Path) -> Iterator[KnowledgeBase]:
     """A store with a deterministic, meaning-free embedder: for logic that ignores meaning."""
     with KnowledgeBase.open(tmp_path / "fake-store", embedder=HashEmbedder()) as store:
         yield store
+
+
+@pytest.fixture
+def serve_http() -> Callable[[Any], AbstractContextManager[str]]:
+    """A context manager serving an ASGI app on a free loopback port in a thread (uvicorn);
+    it yields the base URL and stops the server on exit."""
+
+    @contextmanager
+    def serving(app: Any) -> Iterator[str]:
+        import socket
+        import threading
+        import time
+
+        import uvicorn
+
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        runner = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        thread = threading.Thread(target=runner.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 60
+        while not runner.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.02)
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            runner.should_exit = True
+            thread.join(10)
+            sock.close()
+
+    return serving
 
 
 def requires_data(*parts: str) -> Path:

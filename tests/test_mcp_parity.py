@@ -1,4 +1,5 @@
-"""Parity: the same operations through the CLI (--json), the SDK and MCP give the same JSON."""
+"""Parity: the same operations through the CLI (--json), the SDK and MCP give the same results,
+reads (search, get) and writes (record, update, forget, feedback) alike."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from fastmcp import Client
 from typer.testing import CliRunner
 
 from kb.cli import app
+from kb.embeddings import SentenceTransformerEmbedder
 from kb.service import KnowledgeBase
 from mcp_server.server import create_server
 
@@ -47,12 +49,28 @@ SKILL = {
     "steps": ["look up the order date", "compare with the 30-day window"],
     "status": "validated",
 }
+VOLATILE = {"id", "created_at", "updated_at", "source", "provenance"}
 
 
 def cli_json(store: Path, *args: str) -> Any:
     result = CliRunner().invoke(app, ["--store", str(store), *args, "--json"])
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
+
+
+def mcp(store: Path, embedder: SentenceTransformerEmbedder, calls: list[tuple[str, Any]]) -> Any:
+    server = create_server(store=store, embedder=embedder, warm=False)
+
+    async def run() -> list[Any]:
+        async with Client(server) as c:
+            return [(await c.call_tool(name, args)).structured_content for name, args in calls]
+
+    return anyio.run(run)
+
+
+def content(record: dict[str, Any]) -> dict[str, Any]:
+    """A stored record without what differs by who wrote it and when."""
+    return {k: v for k, v in record.items() if k not in VOLATILE}
 
 
 def test_search_and_get_agree_across_cli_sdk_and_mcp(kb: KnowledgeBase) -> None:
@@ -77,26 +95,95 @@ def test_search_and_get_agree_across_cli_sdk_and_mcp(kb: KnowledgeBase) -> None:
         "experience": cli_json(kb.path, "show", ids[0]),
         "skill": cli_json(kb.path, "show", SKILL["name"]),
     }
-    server = create_server(store=kb.path, embedder=kb.embedder.inner, warm=False)
-
-    async def through_mcp() -> dict[str, Any]:
-        async with Client(server) as c:
-
-            async def tool(name: str, args: dict[str, Any]) -> Any:
-                return (await c.call_tool(name, args)).structured_content
-
-            return {
-                "search": (
-                    await tool("search_experiences", {"query": query, "k": 3, "outcome": "failure"})
-                )["hits"],
-                "skills": (await tool("search_skills", {"query": query, "k": 3}))["hits"],
-                "experience": await tool("get_experience", {"experience_id": ids[0]}),
-                "skill": await tool("get_skill", {"name": SKILL["name"]}),
-            }
-
-    mcp = anyio.run(through_mcp)
+    searched, skills, experience, skill = mcp(
+        kb.path,
+        kb.embedder.inner,  # type: ignore[arg-type]
+        [
+            ("search", {"query": query, "k": 3, "outcome": "failure", "detail": True}),
+            ("search", {"query": query, "k": 3, "kind": "skill", "detail": True}),
+            ("get", {"id": ids[0]}),
+            ("get", {"id": SKILL["name"]}),
+        ],
+    )
+    through_mcp = {
+        "search": searched["hits"],
+        "skills": skills["hits"],
+        "experience": experience,
+        "skill": skill,
+    }
     assert sdk["search"] and sdk["search"][0]["id"] == ids[0]
     assert sdk["skills"] and sdk["skills"][0]["title"] == SKILL["name"]
     for key in sdk:
         assert cli[key] == sdk[key], key
-        assert mcp[key] == sdk[key], key
+        assert through_mcp[key] == sdk[key], key
+
+
+def test_writes_agree_across_cli_sdk_and_mcp(
+    tmp_path: Path, embedder: SentenceTransformerEmbedder
+) -> None:
+    """record, update, forget and feedback: the same request through each shell leaves the same
+    record (but for ids, times and provenance), the same versions and the same usage counts."""
+    paths = {shell: tmp_path / shell for shell in ("cli", "sdk", "mcp")}
+    task = {"task": "refund a damaged kettle", "outcome": "failure", "domain": "retail"}
+    lessons = ["check the return window before refunding"]
+    change = {"outcome": "partial", "lessons": ["refunds need a receipt"]}
+
+    # record
+    created = cli_json(
+        paths["cli"],
+        "add",
+        "--task",
+        task["task"],
+        "--outcome",
+        task["outcome"],
+        "--domain",
+        task["domain"],
+        "--lesson",
+        lessons[0],
+    )
+    ids = {"cli": created["id"]}
+    with KnowledgeBase.open(paths["sdk"], embedder=embedder) as kb:
+        ids["sdk"] = kb.add_experience({**task, "lessons": lessons}).id
+    (added,) = mcp(paths["mcp"], embedder, [("record_experience", {**task, "lessons": lessons})])
+    ids["mcp"] = added["id"]
+    assert {added["action"], created.get("action", "added")} == {"added"}
+
+    # update and feedback (the CLI has no commands for them yet: SDK and MCP only)
+    with KnowledgeBase.open(paths["sdk"], embedder=embedder) as kb:
+        kb.update_experience(ids["sdk"], change)
+        sdk_usage = kb.feedback(ids["sdk"], success=False, note="it missed the receipt rule")
+    updated, mcp_usage = mcp(
+        paths["mcp"],
+        embedder,
+        [
+            ("update_experience", {"id": ids["mcp"], **change}),
+            ("record_feedback", {"id": ids["mcp"], "success": False, "note": "missed it"}),
+        ],
+    )
+    assert updated["version"] == 2
+    assert {k: v for k, v in mcp_usage.items() if k != "id"} == {
+        k: v for k, v in sdk_usage.model_dump().items() if k != "id"
+    }
+
+    stored = {}
+    for shell in ("sdk", "mcp"):
+        with KnowledgeBase.open(paths[shell], embedder=embedder) as kb:
+            history = kb.experience_history(ids[shell])
+            stored[shell] = [content(v.model_dump(mode="json")) for v in history]
+    assert stored["sdk"] == stored["mcp"]
+    assert [v["outcome"] for v in stored["mcp"]] == ["failure", "partial"]
+    with KnowledgeBase.open(paths["cli"], embedder=embedder) as kb:
+        cli_record = content(kb.get_experience(ids["cli"]).model_dump(mode="json"))
+    first = {k: v for k, v in stored["sdk"][0].items() if k not in {"uses", "failures"}}
+    assert {k: v for k, v in cli_record.items() if k in first} == first
+
+    # forget
+    cli_json(paths["cli"], "delete", ids["cli"])
+    with KnowledgeBase.open(paths["sdk"], embedder=embedder) as kb:
+        kb.delete_experience(ids["sdk"])
+    mcp(paths["mcp"], embedder, [("forget_experience", {"id": ids["mcp"], "reason": "outdated"})])
+    for shell in ("cli", "sdk", "mcp"):
+        with KnowledgeBase.open(paths[shell], embedder=embedder) as kb:
+            assert kb.search("refund a damaged kettle", 5) == [], shell
+            assert kb.list_experiences() == [], shell
+            assert kb.experience_history(ids[shell])[-1].deleted_at is not None, shell

@@ -101,9 +101,7 @@ def show(
     name: Annotated[str, typer.Argument(help="Skill name or id.")],
     version: Annotated[int | None, typer.Option(help="A specific version.")] = None,
     md: Annotated[bool, typer.Option("--md", help="Print as SKILL.md.")] = False,
-    files: Annotated[
-        bool, typer.Option("--files", help="List the files of its package.")
-    ] = False,
+    files: Annotated[bool, typer.Option("--files", help="List the files of its package.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Show one skill (latest version unless --version)."""

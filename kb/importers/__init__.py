@@ -65,7 +65,9 @@ def read_records(path: Path, *, skipped: list[dict[str, str]] | None = None) -> 
         return []
     if path.suffix == ".jsonl" or (stripped[0] == "{" and "\n{" in stripped.rstrip()):
         records = []
-        for number, line in enumerate(text.splitlines(), start=1):
+        # split on newlines only: str.splitlines also splits on U+2028, U+2029 and \x85, which
+        # JSON strings may hold
+        for number, line in enumerate(text.split("\n"), start=1):
             if line.strip():
                 try:
                     records.append(_loads(line))

@@ -15,6 +15,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from kb.errors import Invalid, NotFound
+from kb.limits import check_record
 from kb.models import (
     Edge,
     Experience,
@@ -107,7 +108,10 @@ class Experiences(Service):
     ) -> list[Experience]:
         """Every input checked and given an id before anything is written."""
         items = []
+        step_chars = self.store.settings.max_step_chars
         for number, value in enumerate(experiences):
+            raw = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+            check_record(raw, what=f"experience {number}", step_chars=step_chars)
             items.append(self.new(coerce(ExperienceCreate, value, f"experience {number}")))
         return items
 
@@ -314,6 +318,8 @@ class Experiences(Service):
     ) -> Experience:
         """Change fields of an experience: the result is its next version, and the previous
         content stays readable in :meth:`history`. One transaction."""
+        raw = changes.model_dump(mode="json") if isinstance(changes, BaseModel) else changes
+        check_record(raw, what="the update", step_chars=self.store.settings.max_step_chars)
         patch = coerce(ExperienceUpdate, changes, "update")
         current = self.get(experience_id)
         updated = _replacement(current, patch.model_dump(exclude_unset=True))

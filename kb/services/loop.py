@@ -14,9 +14,11 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pydantic import ValidationError
+
 from kb import documents as docs
 from kb.errors import Invalid
-from kb.importers import trajectory_from_any
+from kb.importers import describe, trajectory_from_any
 from kb.models import Experience, Kind, Outcome, SearchHit, Skill, SkillStatus, Step, kind_of
 from kb.retrieval import (
     MIN_BUDGET,
@@ -56,6 +58,13 @@ def _as_steps(trajectory: Any) -> list[Step]:
             return []
         if all(isinstance(i, Step) for i in trajectory):
             return list(trajectory)
+        if all(isinstance(i, Mapping) and set(i) <= set(Step.model_fields) for i in trajectory):
+            try:  # our own step shape: numbered in order where no index is given
+                return [
+                    Step.model_validate({"index": n, **s}) for n, s in enumerate(trajectory)
+                ]
+            except ValidationError as exc:
+                raise Invalid(f"trajectory: {describe(exc)}") from exc
     return trajectory_from_any(trajectory, source="refine").steps
 
 

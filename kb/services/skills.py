@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 import skills
 from kb.errors import Conflict, Invalid, NotFound, SandboxError
 from kb.importers import describe
+from kb.limits import check_record
 from kb.models import (
     Edge,
     ExportReport,
@@ -34,12 +35,23 @@ from kb.models import (
 from kb.retrieval import Mode, skill_statuses
 from kb.services import Service, coerce
 from kb.services.experiences import Experiences
+from kb.services.gate import Gate
 from kb.services.search import Search
 from kb.store import Progress, Store
 from kb.stores.records import Session
 
 # the statuses a curator has vouched for: the only ones an agent may run
 RUNNABLE = frozenset({SkillStatus.validated, SkillStatus.approved})
+
+
+class GateVerdict(BaseModel):
+    """What the pre-execution gate said about a run (for agents' runs)."""
+
+    run_id: str
+    decision: str
+    risk: float
+    session_risk: float
+    reasons: list[str] = []
 
 
 class SkillRun(BaseModel):
@@ -58,6 +70,8 @@ class SkillRun(BaseModel):
     killed_by: str | None = None
     isolated: bool = False
     network_isolated: bool = False
+    gate: GateVerdict | None = None
+
 
 
 class SkillFile(BaseModel):
@@ -167,10 +181,19 @@ def _plain(skill: Skill) -> dict[str, Any]:
 class Skills(Service):
     """The skill library of one namespace: versions, lifecycle, runs, packages, curation."""
 
-    def __init__(self, store: Store, namespace: str, search: Search, experiences: Experiences):
+    def __init__(
+        self,
+        store: Store,
+        namespace: str,
+        search: Search,
+        experiences: Experiences,
+        *,
+        gate: Gate | None = None,
+    ):
         super().__init__(store, namespace)
         self.search_service = search
         self.experiences = experiences
+        self.gate = gate
 
     # -- records --------------------------------------------------------------------------------
     def add(
@@ -179,6 +202,10 @@ class Skills(Service):
         """Add a new skill (version 1 unless given), with its package ``files`` (``path``,
         ``data``, ``mode``: SKILL.md verbatim and every other file) when it came as a package.
         A name that exists is a conflict."""
+        check_record(
+            skill.model_dump(mode="json") if isinstance(skill, BaseModel) else skill,
+            what="the skill",
+        )
         data = coerce(SkillCreate, skill, "skill")
         if self.records.skill_versions(data.name):
             raise Conflict(
@@ -421,15 +448,22 @@ class Skills(Service):
         version: int | None = None,
         limits: Any = None,
         untrusted: bool = False,
+        run_id: str | None = None,
+        role: str | None = None,
+        task: str | None = None,
     ) -> SkillRun:
         """Run an executable skill in the sandbox (bubblewrap: no view of the store or the host,
         no network, time, memory, process, disk and output caps) and record the use.
 
         Args:
             untrusted: the caller is an agent (the MCP server sets it): only a validated or
-                approved skill runs, with the default limits and never without isolation.
+                approved skill runs, with the default limits and never without isolation, and
+                the pre-execution gate is asked first (a deny means the sandbox is not called).
+            run_id, role, task: the agent run the call belongs to, for the gate's session (a
+                run of its own when not given).
 
-        Returns the run result (ok, value, error, traceback, duration, killed_by, ...).
+        Returns the run result (ok, value, error, traceback, duration, killed_by, gate, ...);
+        the gate's decision is logged as a ``gate`` event on the skill.
         """
         skill = self.get(name, version)
         if untrusted and version is None and skill.status not in RUNNABLE:
@@ -446,6 +480,35 @@ class Skills(Service):
                     "(kb skill validate)"
                 )
             limits = None
+        verdict: GateVerdict | None = None
+        if untrusted and self.gate is not None:
+            checked = self.gate.check(
+                run_id or new_id("run"),
+                {"tool": skill.name, "args": dict(params or {})},
+                role=role,
+                task=task,
+                schema=skill.parameters,
+            )
+            verdict = GateVerdict(
+                run_id=checked.run_id,
+                decision=checked.decision,
+                risk=checked.risk,
+                session_risk=checked.session_risk,
+                reasons=[f"{r.signal}: {r.detail}" for r in checked.reasons],
+            )
+            if checked.decision == "deny":
+                with self.store.transaction() as session:
+                    self.records.add_event(session, skill.id, "gate", verdict.model_dump())
+                top = verdict.reasons[0] if verdict.reasons else "session risk"
+                return SkillRun(
+                    skill=skill.name,
+                    version=skill.version,
+                    ok=False,
+                    error=f"denied by the pre-execution gate ({top}); the program did not run",
+                    error_type="GateDenied",
+                    killed_by="gate",
+                    gate=verdict,
+                )
         try:
             result = skills.run_program(
                 skill.program,
@@ -466,7 +529,9 @@ class Skills(Service):
                 success=result.ok,
                 note=None if result.ok else (result.error or "")[:500],
             )
-        return SkillRun(skill=skill.name, version=skill.version, **result.to_dict())
+            if verdict is not None:
+                self.records.add_event(session, skill.id, "gate", verdict.model_dump())
+        return SkillRun(skill=skill.name, version=skill.version, gate=verdict, **result.to_dict())
 
     # -- packages -------------------------------------------------------------------------------
     def package(self, skill: Skill) -> dict[str, Any]:
@@ -556,7 +621,10 @@ class Skills(Service):
                     "data": package["skill_md"].encode("utf-8"),
                     "mode": package["skill_md_mode"],
                 },
-                *({"path": r["path"], "data": r["data"], "mode": r["mode"]} for r in package["resources"]),
+                *(
+                    {"path": r["path"], "data": r["data"], "mode": r["mode"]}
+                    for r in package["resources"]
+                ),
             ]
             try:
                 data.setdefault("provenance", {})

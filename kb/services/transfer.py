@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from kb.config import DEFAULT_MODEL
 from kb.errors import ImportFailed, Invalid
 from kb.importers import FORMATS, describe, detect, read_records, to_experience
+from kb.limits import check_record
 from kb.models import (
     Edge,
     Experience,
@@ -130,7 +131,13 @@ def _import_file(
     for number, record in enumerate(records, start=1):
         record_kind = detect(record) if fmt == "auto" else fmt
         try:
-            experiences.append(to_experience(record, record_kind, source=str(path), domain=domain))
+            exp = to_experience(record, record_kind, source=str(path), domain=domain)
+            check_record(
+                exp.model_dump(mode="json"),
+                what=f"record {number}",
+                step_chars=t.store.settings.max_step_chars,
+            )
+            experiences.append(exp)
         except (ValueError, ValidationError, TypeError, KeyError, RecursionError) as exc:
             message = f"{path}: record {number}: {describe(exc)}"
             if not skip_invalid:
@@ -200,6 +207,8 @@ def _import_lossless(
     for number, record in enumerate(records, start=1):
         kind = record.get("type")
         try:
+            if kind in {"experience", "skill"}:
+                check_record(record["record"], what=f"record {number}")
             if kind == "experience":
                 exps.append((Experience.model_validate(record["record"]), record.get("vector")))
             elif kind == "skill":

@@ -148,7 +148,11 @@ def test_writes_agree_across_cli_sdk_and_mcp(
     ids["mcp"] = added["id"]
     assert {added["action"], created.get("action", "added")} == {"added"}
 
-    # update and feedback (the CLI has no commands for them yet: SDK and MCP only)
+    # update and feedback
+    cli_json(
+        paths["cli"], "update", ids["cli"], "--outcome", "partial", "--lesson", change["lessons"][0]
+    )
+    cli_usage = cli_json(paths["cli"], "feedback", ids["cli"], "--failure", "--note", "missed it")
     with KnowledgeBase.open(paths["sdk"], embedder=embedder) as kb:
         kb.update_experience(ids["sdk"], change)
         sdk_usage = kb.feedback(ids["sdk"], success=False, note="it missed the receipt rule")
@@ -164,18 +168,17 @@ def test_writes_agree_across_cli_sdk_and_mcp(
     assert {k: v for k, v in mcp_usage.items() if k != "id"} == {
         k: v for k, v in sdk_usage.model_dump().items() if k != "id"
     }
+    assert {k: v for k, v in cli_usage.items() if k != "id"} == {
+        k: v for k, v in mcp_usage.items() if k != "id"
+    }
 
     stored = {}
-    for shell in ("sdk", "mcp"):
+    for shell in ("cli", "sdk", "mcp"):
         with KnowledgeBase.open(paths[shell], embedder=embedder) as kb:
             history = kb.experience_history(ids[shell])
             stored[shell] = [content(v.model_dump(mode="json")) for v in history]
-    assert stored["sdk"] == stored["mcp"]
+    assert stored["cli"] == stored["sdk"] == stored["mcp"]
     assert [v["outcome"] for v in stored["mcp"]] == ["failure", "partial"]
-    with KnowledgeBase.open(paths["cli"], embedder=embedder) as kb:
-        cli_record = content(kb.get_experience(ids["cli"]).model_dump(mode="json"))
-    first = {k: v for k, v in stored["sdk"][0].items() if k not in {"uses", "failures"}}
-    assert {k: v for k, v in cli_record.items() if k in first} == first
 
     # forget
     cli_json(paths["cli"], "delete", ids["cli"])

@@ -208,6 +208,69 @@ def import_(
 
 @app.command()
 @handle_errors
+def update(
+    experience_id: Annotated[str, typer.Argument(help="The experience to change (exp_...).")],
+    file: Annotated[
+        Path | None, typer.Argument(help="JSON object of the fields to change, or -.")
+    ] = None,
+    outcome: Annotated[
+        str | None, typer.Option(help="success | failure | partial | unknown")
+    ] = None,
+    strategy: Annotated[str | None, typer.Option(help="The plan or lesson, in prose.")] = None,
+    lesson: Annotated[list[str] | None, typer.Option(help="A lesson (repeatable).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Change an experience: it becomes its next version, the previous content stays readable
+    (`kb history`)."""
+    from kb.errors import Invalid
+
+    changes: dict[str, Any] = {}
+    if file is not None:
+        raw = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")
+        try:
+            changes = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise Invalid(f"{file}: not valid JSON ({exc.msg})") from exc
+        if not isinstance(changes, dict):
+            raise Invalid(f"{file}: give a JSON object of the fields to change")
+    changes.update(
+        {k: v for k, v in {"outcome": outcome, "strategy": strategy}.items() if v is not None}
+    )
+    if lesson:
+        changes["lessons"] = lesson
+    if not changes:
+        raise Invalid("nothing to change: give a JSON file or --outcome/--strategy/--lesson")
+    with store() as kb:
+        updated = kb.update_experience(experience_id, changes)
+    if as_json:
+        print_json(updated)
+    else:
+        console.print(f"{updated.id} is now version {updated.version}")
+
+
+@app.command()
+@handle_errors
+def feedback(
+    item_id: Annotated[str, typer.Argument(help="An experience or skill id you relied on.")],
+    success: Annotated[bool, typer.Option("--success/--failure", help="Whether it helped.")] = True,
+    note: Annotated[str | None, typer.Option(help="Why (required with --failure).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Record whether an experience or skill helped; this steers future ranking."""
+    from kb.errors import Invalid
+
+    if not success and not (note and note.strip()):
+        raise Invalid("say why it did not help: --note '...'")
+    with store() as kb:
+        usage = kb.feedback(item_id, success=success, note=note)
+    if as_json:
+        print_json(usage)
+    else:
+        console.print(f"{usage.id}: {usage.uses} uses, success rate {usage.success_rate:.0%}")
+
+
+@app.command()
+@handle_errors
 def delete(
     experience_id: Annotated[str, typer.Argument(help="The experience to delete (exp_...).")],
     as_json: JsonOpt = False,
@@ -476,12 +539,13 @@ def doctor(as_json: JsonOpt = False) -> None:
         raise typer.Exit(1)
 
 
+from kb.cli import gate as _gate  # noqa: E402
 from kb.cli import serve as _serve  # noqa: E402
 from kb.cli import skill as _skill  # noqa: E402
 from kb.cli import trace as _trace  # noqa: E402
 from kb.cli import view as _view  # noqa: E402
 
-for _module in (_skill, _trace, _serve, _view):
+for _module in (_skill, _trace, _serve, _view, _gate):
     _module.register(app)
 
 

@@ -8,7 +8,7 @@ import mimetypes
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import BaseModel, ValidationError
@@ -35,10 +35,12 @@ from kb.models import (
 from kb.retrieval import Mode, skill_statuses
 from kb.services import Service, coerce
 from kb.services.experiences import Experiences
-from kb.services.gate import Gate
 from kb.services.search import Search
 from kb.store import Progress, Store
 from kb.stores.records import Session
+
+if TYPE_CHECKING:  # the gate takes Search and Experiences, like the skill library
+    from kb.services.gate import Gate
 
 # the statuses a curator has vouched for: the only ones an agent may run
 RUNNABLE = frozenset({SkillStatus.validated, SkillStatus.approved})
@@ -71,7 +73,6 @@ class SkillRun(BaseModel):
     isolated: bool = False
     network_isolated: bool = False
     gate: GateVerdict | None = None
-
 
 
 class SkillFile(BaseModel):

@@ -60,9 +60,7 @@ def _as_steps(trajectory: Any) -> list[Step]:
             return list(trajectory)
         if all(isinstance(i, Mapping) and set(i) <= set(Step.model_fields) for i in trajectory):
             try:  # our own step shape: numbered in order where no index is given
-                return [
-                    Step.model_validate({"index": n, **s}) for n, s in enumerate(trajectory)
-                ]
+                return [Step.model_validate({"index": n, **s}) for n, s in enumerate(trajectory)]
             except ValidationError as exc:
                 raise Invalid(f"trajectory: {describe(exc)}") from exc
     return trajectory_from_any(trajectory, source="refine").steps

@@ -45,6 +45,8 @@ class Settings(BaseSettings):
         120.0, ge=0, description="HTTP MCP requests a minute per token (0: no limit)"
     )
     rate_burst: int = Field(30, ge=1, description="HTTP MCP requests a token may send at once")
+    # Pre-execution gate: how long a session (one agent run) is kept after its last check.
+    gate_session_days: float = Field(7.0, gt=0, description="days a gate session is kept")
     # Records: a step's content, result or error is stored whole up to this many characters.
     max_step_chars: int = Field(1_000_000, ge=20_000)
     # Test hook: die (SIGKILL) at this named point of a write (see kb.store.CRASH_POINTS).

@@ -223,10 +223,55 @@ def _m003_skill_files(conn: Connection) -> None:
     v3.create_all(conn)
 
 
+def _m004_gate_sessions(conn: Connection) -> None:
+    """The pre-execution gate: sessions (one per agent run, expiring), their decisions, and a
+    policy per namespace."""
+    v4 = MetaData()
+    stamp = DateTime(timezone=True)
+    Table(
+        "gate_sessions",
+        v4,
+        Column("namespace", String(), primary_key=True),
+        Column("run_id", String(), primary_key=True),
+        Column("role", String()),
+        Column("task", String()),
+        Column("seq", Integer(), nullable=False),
+        Column("state", JSON(), nullable=False),
+        Column("corpus", String(), nullable=False),
+        Column("created_at", stamp, nullable=False),
+        Column("updated_at", stamp, nullable=False),
+        Column("expires_at", stamp, nullable=False, index=True),
+    )
+    Table(
+        "gate_decisions",
+        v4,
+        Column("id", Integer(), primary_key=True, autoincrement=True),
+        Column("namespace", String(), nullable=False),
+        Column("run_id", String(), nullable=False),
+        Column("seq", Integer(), nullable=False),
+        Column("tool", String(), nullable=False),
+        Column("decision", String(), nullable=False),
+        Column("risk", Float(), nullable=False),
+        Column("session_risk", Float(), nullable=False),
+        Column("data", JSON(), nullable=False),
+        Column("created_at", stamp, nullable=False),
+        Index("ix_gate_decision_run", "namespace", "run_id", "seq"),
+    )
+    Table(
+        "gate_policies",
+        v4,
+        Column("namespace", String(), primary_key=True),
+        Column("data", JSON(), nullable=False),
+        Column("updated_at", stamp, nullable=False),
+    )
+    v4.create_all(conn)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "initial schema", _m001_initial),
     (2, "identity (namespace, id); source keys, versions, tombstones", _m002_namespaced_identity),
     (3, "skill package files", _m003_skill_files),
+    (4, "gate sessions, decisions and policies", _m004_gate_sessions),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -36,6 +36,7 @@ from kb.models import (
 )
 from kb.retrieval import Mode, RefineBundle, RetrieveBundle, Weights
 from kb.services.experiences import AddResult, Experiences, Policy, Usage
+from kb.services.gate import Gate, GateAction, GateDecision, GatePolicy, GateSession
 from kb.services.loop import Loop
 from kb.services.search import Search
 from kb.services.skills import (
@@ -74,7 +75,8 @@ class KnowledgeBase:
         self.experiences = Experiences(store, namespace, self.windows)
         self.searcher = Search(store, namespace)
         self.loop = Loop(store, namespace, self.searcher, self.windows)
-        self.skills = Skills(store, namespace, self.searcher, self.experiences)
+        self.gate = Gate(store, namespace, self.experiences)
+        self.skills = Skills(store, namespace, self.searcher, self.experiences, gate=self.gate)
         self.tracing = Tracing(store, namespace, self.searcher, self.experiences, self.skills)
         self.transfer = Transfer(store, namespace, self.experiences, self.skills, self.tracing)
         self.tokens = Tokens(store, namespace)
@@ -411,9 +413,13 @@ class KnowledgeBase:
         version: int | None = None,
         limits: Any = None,
         untrusted: bool = False,
+        run_id: str | None = None,
     ) -> SkillRun:
-        """Run an executable skill in the sandbox (see :meth:`Skills.run`)."""
-        return self.skills.run(name, params, version=version, limits=limits, untrusted=untrusted)
+        """Run an executable skill in the sandbox; an untrusted (agent) run asks the gate first
+        (see :meth:`Skills.run`)."""
+        return self.skills.run(
+            name, params, version=version, limits=limits, untrusted=untrusted, run_id=run_id
+        )
 
     def skill_md(self, name: str, version: int | None = None) -> str:
         """The skill as an Agent Skills ``SKILL.md`` document."""
@@ -448,6 +454,37 @@ class KnowledgeBase:
     def prune_skills(self, **options: Any) -> list[CurationAction]:
         """Deprecate skills that fail too often or go unused (see :meth:`Skills.prune`)."""
         return self.skills.prune(**options)
+
+    # -- the pre-execution gate ------------------------------------------------------------
+    def check_action(
+        self,
+        run_id: str,
+        action: GateAction | Mapping[str, Any],
+        *,
+        role: str | None = None,
+        task: str | None = None,
+    ) -> GateDecision:
+        """Allow, warn or deny a tool call before it runs, with reasons and evidence; the run's
+        session remembers it (see :meth:`Gate.check`)."""
+        return self.gate.check(run_id, action, role=role, task=task)
+
+    def session(self, run_id: str) -> GateSession:
+        """A gated run's session: its risk memory and every decision, for review."""
+        return self.gate.session(run_id)
+
+    def sessions(self, *, limit: int = 20) -> list[GateSession]:
+        """Live gate sessions, most recently checked first."""
+        return self.gate.recent(limit)
+
+    def gate_policy(self) -> GatePolicy:
+        """The namespace's gate policy (thresholds, deny lists, role rules)."""
+        return self.gate.policy()
+
+    def set_gate_policy(
+        self, changes: GatePolicy | Mapping[str, Any], *, replace: bool = False
+    ) -> GatePolicy:
+        """Change the namespace's gate policy (the given fields; all of them with ``replace``)."""
+        return self.gate.set_policy(changes, replace=replace)
 
     # -- tracing -------------------------------------------------------------------------------
     def trace(

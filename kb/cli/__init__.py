@@ -539,12 +539,13 @@ def doctor(as_json: JsonOpt = False) -> None:
         raise typer.Exit(1)
 
 
+from kb.cli import gate as _gate  # noqa: E402
 from kb.cli import serve as _serve  # noqa: E402
 from kb.cli import skill as _skill  # noqa: E402
 from kb.cli import trace as _trace  # noqa: E402
 from kb.cli import view as _view  # noqa: E402
 
-for _module in (_skill, _trace, _serve, _view):
+for _module in (_skill, _trace, _serve, _view, _gate):
     _module.register(app)
 
 

@@ -39,7 +39,7 @@ from kb.services.search import Search
 from kb.store import Progress, Store
 from kb.stores.records import Session
 
-if TYPE_CHECKING:  # the gate takes Search and Experiences, like the skill library
+if TYPE_CHECKING:  # the facade hands the gate in; typing only, no import at run time
     from kb.services.gate import Gate
 
 # the statuses a curator has vouched for: the only ones an agent may run

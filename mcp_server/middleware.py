@@ -134,13 +134,14 @@ WRITES = {
     "propose_skill",
     "trace_failure",
     "run_skill",
+    "check_action",
 }
 
 
 def _written(arguments: Mapping[str, Any], result: Any) -> dict[str, Any]:
     """What a write touched, for the log: the id (given or created) and the reason or note."""
     out: dict[str, Any] = {}
-    for key in ("experience_id", "item_id", "name"):
+    for key in ("experience_id", "item_id", "name", "run_id"):
         if isinstance(arguments.get(key), str):
             out["item"] = arguments[key][:100]
             break

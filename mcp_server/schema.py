@@ -30,7 +30,7 @@ class StepIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=lambda s: s.pop("description"))
 
-    index: int | None = Field(None, ge=0, description="Optional, from 0.")
+    index: int | None = Field(None, ge=0, description="From 0 (optional).")
     agent: str | None = Field(None, max_length=200, description="Who acted.")
     kind: str | None = Field(
         None, max_length=50, description="message|tool_call|observation|error."
@@ -81,10 +81,11 @@ def kb_steps(steps: Sequence[StepIn]) -> list[Step]:
 
 # -- the listing ---------------------------------------------------------------------------------
 class ListedTool(FunctionTool):
-    """A function tool listed without FastMCP's ``_meta`` (its tags; we use none)."""
+    """A function tool listed without FastMCP's ``_meta`` (its tags; we use none) and without a
+    title made from its name (the name says it already)."""
 
     def to_mcp_tool(self, **overrides: Any) -> MCPTool:
-        return super().to_mcp_tool(**{"_meta": None, **overrides})
+        return super().to_mcp_tool(**{"_meta": None, "title": None, **overrides})
 
 
 _DROP = {

@@ -25,7 +25,6 @@ from fastmcp import FastMCP
 from fastmcp.resources import ResourceContent, ResourceResult
 from fastmcp.tools import ToolResult
 from fastmcp.utilities.json_schema import dereference_refs
-from mcp_types import ToolAnnotations
 from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -38,6 +37,7 @@ from kb.models import kind_of
 from kb.retrieval import MemoryItem, clip, render_hits
 from kb.service import KnowledgeBase
 from mcp_server.evidence import honest, weak_evidence
+from mcp_server.gate_tool import check_action
 from mcp_server.hub import Hub, current_hub, current_kb, given, plain, resource_errors, tool_errors
 from mcp_server.middleware import (
     BodyLimit,
@@ -84,8 +84,7 @@ Trajectory = Annotated[
     list[dict[str, Any]],
     Field(
         max_length=2_000,
-        description="Your steps, as in record_experience, or messages of a format in "
-        "docs/FORMATS.md.",
+        description="Your steps as in record_experience, or messages (docs/FORMATS.md).",
     ),
 ]
 Text = Annotated[str | None, Field(max_length=20_000, description="Text.")]
@@ -156,9 +155,9 @@ def retrieve(
     budget_tokens: Budget = 1200,
     domain: Domain = None,
 ) -> ToolResult:
-    """Before a task: strategies of similar successes, fitting skills and pitfalls of similar
-    failures with their cause, as one context block within budget_tokens.
-    Example: retrieve(task='refund a damaged blender')"""
+    """Before a task: strategies from similar successes, fitting skills and pitfalls of
+    similar failures, in budget_tokens.
+    Example: retrieve(task='refund a blender')"""
     bundle = current_kb().retrieve(
         task, budget_tokens=budget_tokens, **given(plan=plan, domain=domain)
     )
@@ -172,7 +171,7 @@ def refine(
     budget_tokens: Budget = 800,
 ) -> ToolResult:
     """Mid-task, after an error or when unsure: what similar runs did next, repairs and
-    skills, as one context block within budget_tokens.
+    skills, in budget_tokens.
     Example: refine(task='refund order 1042', trajectory=[...], error='403')"""
     hub = current_hub()
     hub.check_size("the trajectory", {"steps": trajectory})
@@ -188,15 +187,14 @@ def search(
     kind: Annotated[Literal["experience", "skill"], Field(description="What to search.")] = (
         "experience"
     ),
-    k: Annotated[int, Field(ge=1, le=50, description="Hits, 1-50.")] = 5,
+    k: Annotated[int, Field(ge=1, le=50, description="Hits (1-50).")] = 5,
     outcome: Annotated[Outcome | None, Field(description="Only this outcome.")] = None,
     domain: Domain = None,
     budget_tokens: Budget = SEARCH_BUDGET,
     detail: Detail = False,
 ) -> ToolResult:
-    """Find past runs, or skills with kind='skill': a line per hit (id, outcome or status,
-    title, why) within budget_tokens.
-    Example: search(query='refund a damaged item', outcome='failure')"""
+    """Find past runs (or skills: kind='skill'), a line per hit in budget_tokens.
+    Example: search(query='refund', outcome='failure')"""
     kb = current_kb()
     if kind == "skill":
         hits = kb.search_skills(query, k, domain=domain)
@@ -227,14 +225,13 @@ def record_experience(
     lessons: Annotated[Lines, Field(description="For next time.")] = None,
     domain: Annotated[str | None, Field(max_length=200, description="E.g. retail.")] = None,
     tags: Annotated[Lines, Field(description="Labels.")] = None,
-    idempotency_key: Annotated[
-        str | None, Field(max_length=200, description="Same key: stored once.")
+    run_id: Annotated[
+        str | None, Field(max_length=200, description="Your run's id: stored once.")
     ] = None,
 ) -> dict[str, Any]:
-    """After a task, success or failure: save it for later runs (for a failure, what
-    went wrong in lessons). Limits: 20,000 characters a field, 2,000 steps, 8 MB.
-    Example: record_experience(task='refund order 1042', outcome='failure',
-    lessons=['check the return window'])"""
+    """After a task, success or failure: save it (on failure, what went wrong in lessons).
+    Limits: 20k characters a field, 2k steps.
+    Example: record_experience(task='refund 1042', outcome='success')"""
     data = given(
         task=task,
         outcome=outcome,
@@ -248,7 +245,7 @@ def record_experience(
     data["provenance"] = {"source": "mcp"}
     hub = current_hub()
     hub.check_size("the experience", data)
-    return plain(hub.current().add_experience(data, **given(idempotency_key=idempotency_key)))
+    return plain(hub.current().add_experience(data, **given(idempotency_key=run_id)))
 
 
 def update_experience(
@@ -257,8 +254,8 @@ def update_experience(
     strategy: Annotated[Text, Field(description="Corrected approach.")] = None,
     lessons: Annotated[Lines, Field(description="Replace the lessons.")] = None,
 ) -> dict[str, Any]:
-    """Correct an experience: the given fields make a new version; the old one is
-    kept. Example: update_experience(id='exp_01', lessons=['needs a receipt'])"""
+    """Correct an experience: the given fields make a new version (the old is kept).
+    Example: update_experience(id='exp_01', outcome='failure')"""
     changes = given(outcome=outcome, strategy=strategy, lessons=lessons)
     if not changes:
         raise Invalid(
@@ -275,7 +272,7 @@ def forget_experience(
     id: Annotated[str, Field(min_length=1, max_length=100, description="exp_... id.")],
     reason: Annotated[str, Field(min_length=1, max_length=2_000, description="Why (logged).")],
 ) -> dict[str, Any]:
-    """Retire a wrong or harmful experience (not a skill); a curator can restore it.
+    """Retire a wrong or harmful experience; a curator can restore it.
     Example: forget_experience(id='exp_01', reason='rule changed')"""
     if kind_of(id) != "experience":
         raise Invalid(
@@ -293,8 +290,8 @@ def record_feedback(
         str | None, Field(max_length=2_000, description="Why; needed if not success.")
     ] = None,
 ) -> dict[str, Any]:
-    """Say whether an experience or skill you relied on helped; it steers ranking.
-    Example: record_feedback(id='skl_01', success=false, note='skips the check')"""
+    """Say if an experience or skill you used helped; it steers ranking.
+    Example: record_feedback(id='skl_01', success=false, note='stale')"""
     if not success and not (note and note.strip()):
         raise Invalid(
             "record_feedback: note is required when success is false; say what went wrong in "
@@ -318,8 +315,8 @@ def propose_skill(
         Field(max_length=200, description="Cases: name, params, expect."),
     ] = None,
 ) -> dict[str, Any]:
-    """Propose a reusable procedure; it stays a draft until a curator validates it.
-    Example: propose_skill(name='csv-export', description='Export a table to CSV.')"""
+    """Propose a reusable procedure (a draft until a curator validates it).
+    Example: propose_skill(name='csv-export', description='Export to CSV.')"""
     data = given(
         name=name,
         description=description,
@@ -343,8 +340,8 @@ def run_skill(
     name: Annotated[str, Field(min_length=1, max_length=100, description="Skill name or id.")],
     params: Annotated[dict[str, Any] | None, Field(description="Its arguments.")] = None,
 ) -> dict[str, Any]:
-    """Run a validated or approved skill, sandboxed (no network or files; time, memory,
-    output limits). Example: run_skill(name='csv-export', params={'table': 'orders'})"""
+    """Run a validated or approved skill in a sandbox (no network or files, limits).
+    Example: run_skill(name='csv-export', params={'table': 'orders'})"""
     hub = current_hub()
     hub.check_size("the parameters", params or {})
     return plain(hub.current().run_skill(name, params or {}, untrusted=True))
@@ -354,11 +351,11 @@ def trace_failure(
     id: Annotated[str | None, Field(max_length=100, description="A failed run's id.")] = None,
     steps: Annotated[
         list[dict[str, Any]] | None,
-        Field(max_length=2_000, description="Or its steps (or messages, any format)."),
+        Field(max_length=2_000, description="Or its steps or messages."),
     ] = None,
 ) -> dict[str, Any]:
-    """Which agent and step caused a failure, why, how sure (0-1); unknown on weak
-    evidence. Give id (answer stored) or steps. Example: trace_failure(id='exp_01')"""
+    """Which agent and step caused a failure, why, how sure (0-1). Give id (answer
+    stored) or steps. Example: trace_failure(id='exp_01')"""
     if (id is None) == (steps is None):
         raise Invalid(
             'trace_failure: give exactly one of id or steps, for example {"id": '
@@ -383,21 +380,20 @@ def trace_failure(
     return plain(honest(attribution, trail))
 
 
-READ_ONLY = ToolAnnotations(read_only_hint=True)
-
-# (tool, the KnowledgeBase method it needs, annotations)
-TOOLS: list[tuple[Callable[..., Any], str, ToolAnnotations | None]] = [
-    (retrieve, "retrieve", READ_ONLY),
-    (refine, "refine", READ_ONLY),
-    (search, "search", READ_ONLY),
-    (get, "get_experience", READ_ONLY),
-    (record_experience, "add_experience", None),
-    (update_experience, "update_experience", None),
-    (forget_experience, "delete_experience", None),
-    (record_feedback, "feedback", None),
-    (propose_skill, "propose_skill", None),
-    (run_skill, "run_skill", None),
-    (trace_failure, "trace", None),
+# (tool, the KnowledgeBase method it needs)
+TOOLS: list[tuple[Callable[..., Any], str]] = [
+    (retrieve, "retrieve"),
+    (refine, "refine"),
+    (search, "search"),
+    (get, "get_experience"),
+    (record_experience, "add_experience"),
+    (update_experience, "update_experience"),
+    (forget_experience, "delete_experience"),
+    (record_feedback, "feedback"),
+    (propose_skill, "propose_skill"),
+    (run_skill, "run_skill"),
+    (trace_failure, "trace"),
+    (check_action, "check_action"),
 ]
 
 BRIEF_STEPS = {"refine": "trajectory", "trace_failure": "steps"}
@@ -534,7 +530,7 @@ def create_server(
     )
     run_allowed = settings.allow_run if allow_run is None else allow_run
     registered: set[str] = set()
-    for fn, method, hints in TOOLS:
+    for fn, method in TOOLS:
         if not hasattr(KnowledgeBase, method):
             continue
         if fn is run_skill and not run_allowed:
@@ -542,7 +538,6 @@ def create_server(
         tool = ListedTool.from_function(
             tool_errors(fn),
             description=" ".join((fn.__doc__ or "").split()),
-            annotations=hints,
             output_schema=None,
         )
         full = dereference_refs(tool.parameters)

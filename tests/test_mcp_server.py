@@ -42,6 +42,7 @@ EXPECTED_TOOLS = {
     "record_feedback",
     "propose_skill",
     "trace_failure",
+    "check_action",
 }
 ITEM_LINE = re.compile(r'^- \[(?:exp|skl)_[0-9a-f]+\] \((\w+); [^\n]*?\) (".*")$')
 HIT_LINE = re.compile(
@@ -134,7 +135,7 @@ def test_run_skill_needs_allow_run(make: Any) -> None:
 
 
 def test_every_tool_is_one_facade_call() -> None:
-    for fn, method, _ in TOOLS:
+    for fn, method in TOOLS:
         assert hasattr(KnowledgeBase, method), (fn.__name__, method)
 
 

@@ -384,6 +384,7 @@ def test_mcp_inspector_cli_calls_every_tool(
             ("trace_failure", {"id": exp_id}),
             ("propose_skill", {"name": "refund-check", "description": "Check.", "steps": ["a"]}),
             ("run_skill", {"name": "add-numbers", "params": {"a": 2, "b": 3}}),
+            ("check_action", {"run_id": "r8", "tool": "refund", "task": "refund order 8"}),
             ("forget_experience", {"id": exp_id, "reason": "a test"}),
         ]
         results = {}
@@ -393,6 +394,7 @@ def test_mcp_inspector_cli_calls_every_tool(
         resources = run_inspector(target, "--method", "resources/list")
     assert called == names
     assert results["update_experience"]["version"] == 2
+    assert results["check_action"]["decision"] in {"allow", "warn", "deny"}
     assert results["run_skill"]["value"] == 5
     assert results["forget_experience"] == {"id": exp_id, "forgotten": True}
     assert "skill://add-numbers" in {r["uri"] for r in resources["resources"]}

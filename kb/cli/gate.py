@@ -39,7 +39,8 @@ def show(
     console.print(
         f"[bold]{found.run_id}[/bold] ({found.namespace}) role={found.role or '-'} "
         f"checks={found.checks} session risk={found.session_risk:.2f} "
-        f"peak action risk={found.peak_risk:.2f} expires {found.expires_at:%Y-%m-%d %H:%M}",
+        f"peak action risk={found.peak_risk:.2f} expires {found.expires_at:%Y-%m-%d %H:%M}"
+        + (f" recorded as {found.experience_id}" if found.experience_id else ""),
         highlight=False,
     )
     if found.task:

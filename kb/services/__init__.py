@@ -5,7 +5,8 @@ Who calls whom (each arrow: takes in its constructor):
     Experiences -> StepWindows
     Search
     Loop        -> Search, StepWindows
-    Skills      -> Search, Experiences
+    Gate        -> Experiences
+    Skills      -> Search, Experiences, Gate
     Tracing     -> Search, Experiences, Skills
     Transfer    -> Experiences, Skills, Tracing
     Viewer      -> Search, Experiences, Skills

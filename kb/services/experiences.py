@@ -103,6 +103,12 @@ class Experiences(Service):
         keys = [f"idem:{idempotency_key}"] if idempotency_key else None
         return self.admit([experience], policy=policy, keys=keys)[0]
 
+    def by_run_id(self, run_id: str) -> str | None:
+        """The id of the experience recorded under ``run_id`` (its idempotency key), if any:
+        what links a recorded run to its gate session."""
+        key = f"idem:{run_id}"
+        return self.records.by_source_key([key]).get(key)
+
     def validated(
         self, experiences: Iterable[ExperienceCreate | Mapping[str, Any]]
     ) -> list[Experience]:

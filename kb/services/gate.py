@@ -156,6 +156,8 @@ class GateSession(BaseModel):
     updated_at: datetime
     expires_at: datetime
     steps: list[GateStep]
+    experience_id: str | None = None
+    """The experience recorded under the same run id (``record_experience(run_id=...)``)."""
 
 
 @dataclass
@@ -245,6 +247,7 @@ class Gate(Service):
             updated_at=row.updated_at,
             expires_at=row.expires_at,
             steps=steps,
+            experience_id=self.experiences.by_run_id(run_id),
         )
 
     def recent(self, limit: int = 20) -> list[GateSession]:

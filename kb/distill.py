@@ -257,6 +257,25 @@ def _source(value: Any, user_text: str, earlier: list[Call]) -> str:
     return "+".join(ordered[:2])
 
 
+def _user_texts(exp: ExperienceCreate) -> list[tuple[int, str]]:
+    return [
+        (s.index, s.content or "")
+        for s in exp.steps
+        if (s.role or "").lower() in {"user", "human"} and s.content
+    ]
+
+
+def call_bindings(exp: ExperienceCreate, calls: list[Call]) -> list[dict[str, str]]:
+    """For each call, where each argument's value came from (``user``, an earlier tool whose
+    reply held it, or ``chosen`` by the agent)."""
+    users = _user_texts(exp)
+    out = []
+    for n, call in enumerate(calls):
+        said = " ".join([exp.task] + [t for i, t in users if i < call.index]).lower()
+        out.append({str(k): _source(v, said, calls[:n]) for k, v in call.args.items()})
+    return out
+
+
 def _points(calls: list[Call], user_texts: list[tuple[int, str]], task: str) -> list[DecisionPoint]:
     points: list[DecisionPoint] = []
     for n, call in enumerate(calls):
@@ -434,14 +453,21 @@ def repair_lessons(failure: ExperienceCreate, repair: ExperienceCreate) -> list[
             j = j1 + k if j1 + k < j2 else None
             aligned.append((i, j))
     position = next((n for n, (i, _) in enumerate(aligned) if i is not None and i >= (at or 0)), 0)
+    sources = (call_bindings(failure, ours), call_bindings(repair, theirs))
     for i, j in aligned[position:] + aligned[:position]:
-        lesson = _contrast(ours, theirs, i, j)
+        lesson = _contrast(ours, theirs, i, j, sources)
         if lesson:
             return [lesson]
     return []
 
 
-def _contrast(ours: list[Call], theirs: list[Call], i: int | None, j: int | None) -> str | None:
+def _contrast(
+    ours: list[Call],
+    theirs: list[Call],
+    i: int | None,
+    j: int | None,
+    sources: tuple[list[dict[str, str]], list[dict[str, str]]] | None = None,
+) -> str | None:
     if i is None and j is not None:
         return f"Instead of skipping it, do {theirs[j].short(160)}"
     if j is None and i is not None:
@@ -454,7 +480,10 @@ def _contrast(ours: list[Call], theirs: list[Call], i: int | None, j: int | None
     mine, good = ours[i], theirs[j]
     if mine.tool != good.tool:
         return f"Instead of {mine.short(160)}, do {good.short(160)}"
-    diff = _arg_diff(mine, good)
+    if sources is None:
+        diff = _arg_diff(mine, good)
+    else:
+        diff = _arg_diff(mine, good, sources[0][i], sources[1][j])
     if diff:
         return f"Instead of {mine.tool}({diff[0]}), do {good.tool}({diff[1]})"
     return None
@@ -471,20 +500,44 @@ def _leaves(value: Any, path: str, out: dict[str, Any], depth: int = 0) -> None:
         out[path] = value
 
 
-def _arg_diff(mine: Call, good: Call) -> tuple[str, str] | None:
-    """The arguments (down to the nested values) where two calls differ, as two texts."""
+def _arg_diff(
+    mine: Call,
+    good: Call,
+    my_sources: Mapping[str, str] | None = None,
+    good_sources: Mapping[str, str] | None = None,
+) -> tuple[str, str] | None:
+    """The arguments (down to the nested values) where two calls differ, as two texts. With the
+    calls' bindings, a value each run took from its own user counts as the same (it is the task's
+    own data), and each differing value says where it came from when the sources differ."""
     ours: dict[str, Any] = {}
     theirs: dict[str, Any] = {}
     for k, v in mine.args.items():
         _leaves(v, str(k), ours)
     for k, v in good.args.items():
         _leaves(v, str(k), theirs)
-    keys = [k for k in dict.fromkeys([*ours, *theirs]) if ours.get(k) != theirs.get(k)]
+    my_sources, good_sources = my_sources or {}, good_sources or {}
+
+    def top(path: str) -> str:
+        return re.split(r"[.\[]", path, maxsplit=1)[0]
+
+    keys = [
+        k
+        for k in dict.fromkeys([*ours, *theirs])
+        if ours.get(k) != theirs.get(k)
+        and not (my_sources.get(top(k)) == good_sources.get(top(k)) == "user")
+    ]
     if not keys:
         return None
-    left = ", ".join(f"{k}={_value_text(ours.get(k))}" for k in keys[:4])
-    right = ", ".join(f"{k}={_value_text(theirs.get(k))}" for k in keys[:4])
-    return left, right
+
+    def text(values: dict[str, Any], sources: Mapping[str, str], other: Mapping[str, str]) -> str:
+        parts = []
+        for k in keys[:4]:
+            where = sources.get(top(k))
+            mark = f" [{where}]" if where and where != other.get(top(k)) else ""
+            parts.append(f"{k}={_value_text(values.get(k))}{mark}")
+        return ", ".join(parts)
+
+    return text(ours, my_sources, good_sources), text(theirs, good_sources, my_sources)
 
 
 def distill(
@@ -500,12 +553,7 @@ def distill(
     """
     steps = experience.steps
     calls = calls_of(steps)
-    users = [
-        (s.index, s.content or "")
-        for s in steps
-        if (s.role or "").lower() in {"user", "human"} and s.content
-    ]
-    points = _points(calls, users, experience.task)
+    points = _points(calls, _user_texts(experience), experience.task)
     lessons: list[str] = []
     if experience.outcome in {Outcome.failure, Outcome.partial}:
         lessons += failure_lessons(experience, calls)

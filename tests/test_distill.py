@@ -113,7 +113,10 @@ def test_a_repaired_failure_says_instead_of_x_do_y() -> None:
     failure = refund_run(40.0, outcome="failure")
     fixed = refund_run(25.0, outcome="success")
     lessons = distill(failure, repairs=[fixed]).lessons
-    assert "Instead of refund_payment(amount=40.0), do refund_payment(amount=25.0)" in lessons
+    assert lessons[-1] == (
+        "Instead of refund_payment(amount=40.0 [chosen]), do refund_payment(amount=25.0 "
+        "[get_order])"
+    )
 
 
 def test_a_recovered_error_is_a_lesson_not_the_failing_step() -> None:

@@ -236,7 +236,10 @@ def test_prompt_shows_the_repair() -> None:
     prompt = render_prompt(exp, distill(exp, repairs=[fixed]), [fixed])
     assert "A SUCCESSFUL RUN OF THE SAME TASK CALLED: find_customer(email=ana@x.org)" in prompt
     assert "refund_payment(amount=25.0)" in prompt
-    assert "Instead of refund_payment(amount=40.0), do refund_payment(amount=25.0)" in prompt
+    assert (
+        "Instead of refund_payment(amount=40.0 [chosen]), do refund_payment(amount=25.0 [get_order])"
+        in prompt
+    )
 
 
 def test_store_distills_with_the_configured_endpoint(server: FixedServer, tmp_path: Path) -> None:

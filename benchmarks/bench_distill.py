@@ -3,8 +3,7 @@
 Two stores in one run, each holding tau-airline and tau-retail (all 300 trajectories, task ids
 prefixed with the data set): one with offline distillation (the default), one without
 (``KB_DISTILL=off``). No failure label is imported: the labels are only the answer key.
-Leave one task out: every query hides its own task's trajectories (``exclude_source_ids``) and
-names its data set as the domain (an agent knows which environment it works in).
+Leave one task out: every query hides its own task's trajectories (``exclude_source_ids``).
 
 1. **Strategy.** For each task, ``retrieve(instruction)``; the nearest retrieved success is the top
    strategy. Its stored ``strategy`` text is parsed back (``kb.distill.decision_tools``) and its
@@ -18,7 +17,9 @@ names its data set as the domain (an agent knows which environment it works in).
    lesson names a tool as the failing step's (``Failing step N: tool(...)``). Rate = how often that
    tool is the one the labelled step called. Without distillation the top pitfall (from the other
    store) names a tool only in its log facts (``kb.distill.failure_facts``: the failing call's
-   error, else the last tool call). Base rate: the most common misused tool's share.
+   error, else the last tool call). Then every stored failure is traced by the heuristic tracer
+   (``kb.trace``, which re-distills the lessons with the attributed step and links repairs) and the
+   distilled rate is measured again. Base rate: the most common misused tool's share.
 
 Run: ``python benchmarks/bench_distill.py [--data DIR]``; writes ``benchmarks/results/distill.json``.
 """
@@ -103,18 +104,20 @@ def strategy_run(kb: KnowledgeBase, tasks: dict[str, list[Experience]]) -> dict[
             tasks[source_id][0].task,
             k=3,
             graph=False,
-            domain=domain,
             exclude_source_ids=[source_id],
             outcome_aware=False,
         )
-        top = kb.get_experience(bundle.strategies[0].id) if bundle.strategies else None
-        named = tuple(decision_tools(top.strategy)[:2]) if top is not None else ()
+        named = [
+            tuple(decision_tools(kb.get_experience(s.id).strategy)[:2])
+            for s in bundle.strategies[:3]
+        ]
         rows.append(
             {
                 "task": source_id,
                 "reference": list(ref),
-                "distilled": list(named),
-                "hit": named == ref,
+                "distilled": list(named[0]) if named else [],
+                "hit": bool(named) and named[0] == ref,
+                "any_of_top3": ref in named,
                 "baseline_hit": guess == ref,
             }
         )
@@ -127,48 +130,53 @@ def strategy_run(kb: KnowledgeBase, tasks: dict[str, list[Experience]]) -> dict[
             "most_frequent_pair_baseline": round(
                 sum(r["baseline_hit"] for r in part) / len(part), 4
             ),
+            "any_of_top3_strategies": round(sum(r["any_of_top3"] for r in part) / len(part), 4),
         }
+    successes = [e for runs in tasks.values() for e in runs if e.outcome.value == "success"]
+    out["fidelity"] = {
+        "what": "stored successes whose distilled strategy names their own first two tools "
+        "as its first two decision points",
+        "rate": round(
+            sum(tuple(decision_tools(e.strategy)[:2]) == first_two(e.signature) for e in successes)
+            / len(successes),
+            4,
+        ),
+        "successes": len(successes),
+    }
     out["misses"] = [r for r in rows if not r["hit"]][:40]
     return out
 
 
-def pitfall_run(
-    with_kb: KnowledgeBase,
-    without_kb: KnowledgeBase,
-    failures: list[tuple[Experience, str]],
-) -> dict[str, Any]:
+def pitfall_rows(
+    runs: list[tuple[str, KnowledgeBase]], failures: list[tuple[Experience, str]]
+) -> list[dict[str, Any]]:
     rows = []
     for exp, tool in failures:
         source = str(exp.provenance.source_id)
         row: dict[str, Any] = {"task": source, "misused_tool": tool}
-        for label, kb in (("distilled", with_kb), ("without", without_kb)):
+        for label, kb in runs:
             bundle = kb.retrieve(
                 exp.task,
                 k=3,
                 graph=False,
-                domain=exp.domain,
                 exclude_source_ids=[source],
                 outcome_aware=False,
             )
             top = kb.get_experience(bundle.pitfalls[0].id) if bundle.pitfalls else None
             if top is None:
                 named = None
-            elif label == "distilled":
-                named = failing_tool(top.lessons)
-            else:
+            elif label == "without":
                 named = fact_tool(failure_facts(top.steps))
+            else:
+                named = failing_tool(top.lessons)
             row[label] = named
+            row[f"{label}_pitfall"] = top.provenance.source_id if top is not None else None
         rows.append(row)
-    n = len(rows)
-    counts = collections.Counter(r["misused_tool"] for r in rows)
-    return {
-        "failures_with_a_tool_call_label": n,
-        "misused_tools": dict(counts.most_common()),
-        "base_rate_most_common_tool": round(counts.most_common(1)[0][1] / n, 4) if n else 0.0,
-        "with_distillation": round(sum(r["distilled"] == r["misused_tool"] for r in rows) / n, 4),
-        "without_distillation": round(sum(r["without"] == r["misused_tool"] for r in rows) / n, 4),
-        "rows": rows,
-    }
+    return rows
+
+
+def rate(rows: list[dict[str, Any]], label: str) -> float:
+    return round(sum(r[label] == r["misused_tool"] for r in rows) / len(rows), 4) if rows else 0.0
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -205,7 +213,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     step = label.step
                     if 0 <= step < len(exp.steps) and exp.steps[step].kind == "tool_call":
                         failures.append((exp, str(exp.steps[step].tool)))
-            pitfalls = pitfall_run(on, off, failures)
+            rows = pitfall_rows([("distilled", on), ("without", off)], failures)
+            # then every stored failure is traced (heuristic tracer, no labels): each trace
+            # re-distills the failure's lessons, and links it to successes of its task
+            t0 = time.perf_counter()
+            for exp in stored:
+                if exp.outcome.value != "success":
+                    on.trace(exp.id, method="heuristic")
+            traced_seconds = time.perf_counter() - t0
+            traced = pitfall_rows([("distilled_after_trace", on)], failures)
+            for row, more in zip(rows, traced, strict=True):
+                row.update({k: v for k, v in more.items() if k.startswith("distilled_after")})
+            counts = collections.Counter(r["misused_tool"] for r in rows)
+            n = len(rows)
+            pitfalls = {
+                "failures_with_a_tool_call_label": n,
+                "labelled_failures": len(labels),
+                "misused_tools": dict(counts.most_common()),
+                "base_rate_most_common_tool": round(counts.most_common(1)[0][1] / n, 4),
+                "without_distillation": rate(rows, "without"),
+                "with_distillation": rate(rows, "distilled"),
+                "with_distillation_after_heuristic_trace": rate(rows, "distilled_after_trace"),
+                "trace_seconds_all_failures": round(traced_seconds, 1),
+                "rows": rows,
+            }
             print("pitfalls", json.dumps({k: v for k, v in pitfalls.items() if k != "rows"}))
             model = on.model_name
     total = strategy["all"]

@@ -272,3 +272,26 @@ def test_pitfalls_say_what_went_wrong_before_any_tracing(kb: KnowledgeBase, tmp_
     strategy = bundle.strategies[0].text
     assert "Strategy (distilled): Decision points: (1) find_customer(email<-user)" in strategy
     assert "Goal:" not in strategy  # the task is shown once
+
+
+def test_cli_distill(tmp_path: Path, kb: KnowledgeBase) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from kb.cli import app
+
+    store = tmp_path / "cli"
+    off = Settings(distill="off")
+    with KnowledgeBase.open(store, settings=off, embedder=kb.embedder) as plain:
+        exp_id = plain.add_experience(refund_run(40.0, outcome="failure")).id
+    runner = CliRunner()
+    done = runner.invoke(app, ["--store", str(store), "distill", "--json"])
+    assert done.exit_code == 0, done.stdout
+    assert json.loads(done.stdout)["distilled"] == [exp_id]
+    again = runner.invoke(app, ["--store", str(store), "distill", exp_id, "--json"])
+    assert json.loads(again.stdout)["unchanged"] == [exp_id]
+    missing = runner.invoke(app, ["--store", str(store), "distill", "exp_nope"])
+    assert missing.exit_code == 1 and "no experience 'exp_nope'" in missing.stdout + missing.stderr
+    no_llm = runner.invoke(app, ["--store", str(store), "distill", "--llm"])
+    assert no_llm.exit_code == 1 and "KB_LLM_BASE_URL" in no_llm.stdout + no_llm.stderr

@@ -10,8 +10,10 @@ Leave one task out: every query hides its own task's trajectories (``exclude_sou
    first two decision points are compared, in order, with the held-out task's first two tools: the
    first two tool calls (consecutive repeats of one tool counted once) of the task's successful
    trials (the most common pair among them; all trials when none succeeded). Tasks whose trials
-   made fewer than two tool calls are left out (counted). Baseline in the same run: the most
-   frequent first pair among the *other* tasks of the same data set (the best constant guess).
+   made fewer than two tool calls are left out (counted). Baseline in the same run (the one the
+   target is checked against): the most frequent first pair among the *other* tasks of the same
+   data set, the best constant guess for a known environment; also reported, the most frequent
+   pair over both sets (a guess that does not know the environment).
 2. **Pitfalls.** For each failed tau-retail run whose human-labelled failure step
    (``failure_labels.json``, root cause) is a tool call, ``retrieve(instruction)``; the top pitfall's
    lesson names a tool as the failing step's (``Failing step N: tool(...)``). Rate = how often that
@@ -100,6 +102,8 @@ def strategy_run(kb: KnowledgeBase, tasks: dict[str, list[Experience]]) -> dict[
             r for s, r in refs.items() if s != source_id and s.startswith(domain + ":")
         )
         guess = others.most_common(1)[0][0]
+        pooled = collections.Counter(r for s, r in refs.items() if s != source_id)
+        pooled_guess = pooled.most_common(1)[0][0]
         bundle = kb.retrieve(
             tasks[source_id][0].task,
             k=3,
@@ -119,6 +123,7 @@ def strategy_run(kb: KnowledgeBase, tasks: dict[str, list[Experience]]) -> dict[
                 "hit": bool(named) and named[0] == ref,
                 "any_of_top3": ref in named,
                 "baseline_hit": guess == ref,
+                "pooled_baseline_hit": pooled_guess == ref,
             }
         )
     out: dict[str, Any] = {"tasks": len(rows), "left_out_fewer_than_two_tools": skipped}
@@ -129,6 +134,9 @@ def strategy_run(kb: KnowledgeBase, tasks: dict[str, list[Experience]]) -> dict[
             "distilled_strategy": round(sum(r["hit"] for r in part) / len(part), 4),
             "most_frequent_pair_baseline": round(
                 sum(r["baseline_hit"] for r in part) / len(part), 4
+            ),
+            "most_frequent_pair_over_both_sets": round(
+                sum(r["pooled_baseline_hit"] for r in part) / len(part), 4
             ),
             "any_of_top3_strategies": round(sum(r["any_of_top3"] for r in part) / len(part), 4),
         }

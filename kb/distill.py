@@ -22,6 +22,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -73,6 +74,8 @@ CONFIRM_RE = re.compile(
 ERROR_RE = re.compile(
     r"\b(error|exception|traceback|failed|invalid|not found|denied|unable to|cannot)\b", re.I
 )
+SEEN_CHARS = 50_000
+"""Characters of a reply searched for the values later calls used."""
 MAX_POINTS = 12
 """Decision points written into a strategy (the rest are summarised by count)."""
 
@@ -101,10 +104,10 @@ class Call:
     error: str | None = None
     reply_index: int | None = None
 
-    @property
+    @cached_property
     def seen(self) -> str:
-        """The reply, lower-cased (for finding where later arguments came from)."""
-        return (self.result or self.error or "").lower()
+        """The reply, lower-cased and capped (for finding where later arguments came from)."""
+        return (self.result or self.error or "")[:SEEN_CHARS].lower()
 
     @property
     def failed(self) -> bool:
@@ -626,7 +629,8 @@ def apply(
     distillation wrote before (``owned``); human-written text is never overwritten. Returns the
     field changes plus ``distilled`` (the provenance marker), or ``{}`` when nothing may change."""
     values: dict[str, Any] = {
-        "strategy": result.strategy_text(),
+        # a run without tool calls has no decision points to tell: no strategy is written
+        "strategy": result.strategy_text() if result.points else None,
         "plan": result.plan,
         "lessons": result.lessons,
     }

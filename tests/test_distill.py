@@ -181,6 +181,21 @@ def test_stored_runs_are_distilled_with_provenance(store: KnowledgeBase) -> None
         assert kb.distill([ids[0]]).unchanged == [ids[0]]  # nothing it reads changed
 
 
+def test_a_run_without_tool_calls_gets_lessons_but_no_strategy(store: KnowledgeBase) -> None:
+    steps = [
+        {"role": "user", "agent": "user", "content": "What is 6 x 7?"},
+        {"role": "assistant", "agent": "solver", "content": "It is 48."},
+    ]
+    with store as kb:
+        exp_id = kb.add_experience(
+            {"task": "What is 6 x 7?", "outcome": "failure", "steps": steps}
+        ).id
+        exp = kb.get_experience(exp_id)
+        assert exp.strategy is None
+        assert exp.lessons == ["Failing step 1 (solver message): It is 48."]
+        assert exp.distilled is not None and exp.distilled.fields == ["lessons"]
+
+
 def test_human_text_is_never_overwritten(store: KnowledgeBase) -> None:
     run = refund_run(40.0, outcome="failure").model_copy(
         update={"strategy": "Always read what was paid before refunding."}

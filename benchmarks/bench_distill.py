@@ -20,9 +20,8 @@ Leave one task out: every query hides its own task's trajectories (``exclude_sou
    tool is the one the labelled step called. Without distillation the top pitfall (from the other
    store) names a tool only in its log facts (``kb.distill.failure_facts``: the failing call's
    error, else the last tool call). Then every stored tau-retail failure is traced by the heuristic
-   tracer
-   (``kb.trace``, which re-distills the lessons with the attributed step and links repairs) and the
-   distilled rate is measured again. Base rate: the most common misused tool's share.
+   tracer (``kb.trace``, which re-distills the lessons with the attributed step and links repairs)
+   and the distilled rate is measured again. Base rate: the most common misused tool's share.
 
 Run: ``python benchmarks/bench_distill.py [--data DIR]``; writes ``benchmarks/results/distill.json``.
 """

@@ -279,11 +279,10 @@ def call_bindings(exp: ExperienceCreate, calls: list[Call]) -> list[dict[str, st
     return out
 
 
-def _points(calls: list[Call], user_texts: list[tuple[int, str]], task: str) -> list[DecisionPoint]:
+def _points(calls: list[Call], bound: list[dict[str, str]]) -> list[DecisionPoint]:
+    """Decision points: the calls in order, consecutive calls of one tool folded into one."""
     points: list[DecisionPoint] = []
-    for n, call in enumerate(calls):
-        said = " ".join([task] + [t for i, t in user_texts if i < call.index]).lower()
-        bindings = {str(k): _source(v, said, calls[:n]) for k, v in call.args.items()}
+    for call, bindings in zip(calls, bound, strict=True):
         if points and points[-1].tool == call.tool:
             last = points[-1]
             last.times += 1
@@ -556,7 +555,7 @@ def distill(
     """
     steps = experience.steps
     calls = calls_of(steps)
-    points = _points(calls, _user_texts(experience), experience.task)
+    points = _points(calls, call_bindings(experience, calls))
     lessons: list[str] = []
     if experience.outcome in {Outcome.failure, Outcome.partial}:
         lessons += failure_lessons(experience, calls)

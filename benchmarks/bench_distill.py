@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "without_distillation": rate(rows, "without"),
                 "with_distillation": rate(rows, "distilled"),
                 "with_distillation_after_heuristic_trace": rate(rows, "distilled_after_trace"),
-                "trace_seconds_all_failures": round(traced_seconds, 1),
+                "trace_seconds_tau_retail_failures": round(traced_seconds, 1),
                 "rows": rows,
             }
             print("pitfalls", json.dumps({k: v for k, v in pitfalls.items() if k != "rows"}))

@@ -3,8 +3,11 @@
 Run:  python examples/demo.py [--store DIR]
 
 The sample (12 support-desk runs of an online shop, 8 successes and 4 failures, OpenAI chat format)
-was written for this project. The demo imports it, then for a few new tasks shows what worked
-before beside what failed before, and the context block an agent would receive before it starts.
+was written for this project. The demo imports it (each run's strategy, plan and lessons are
+distilled from its steps as it is stored), links a failed refund to a successful one (its lessons
+then say "instead of X, do Y"), then for a few new tasks shows what worked before (the distilled
+decision points) beside what failed before (the failing step and its error), and the context block
+an agent would receive before it starts.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 from kb import KnowledgeBase
+from kb.models import Experience
 
 HERE = Path(__file__).resolve().parent
 SAMPLE = HERE / "data" / "shop_trajectories.json"
@@ -24,23 +28,42 @@ QUERIES = [
 ]
 
 
+def label(exp: Experience, field: str) -> str:
+    """Who wrote a field: distilled from the run, or written by a person."""
+    return "distilled" if exp.distilled and field in exp.distilled.fields else "written"
+
+
 def show(kb: KnowledgeBase, query: str) -> None:
     print(f"\n=== task: {query}")
     successes = kb.search(query, k=2, kind="experience", outcome="success")
     failures = kb.search(query, k=2, kind="experience", outcome="failure")
     print("  worked before:")
     for hit in successes:
-        tools = " -> ".join(hit.record["signature"]) if hit.record else ""
-        print(f"    [{hit.id}] {hit.title[:70]}\n        tools: {tools}")
+        exp = kb.get_experience(hit.id)
+        points = (exp.strategy or "").split(" | ")[1:2] or ["(no strategy)"]
+        print(f"    [{hit.id}] {hit.title[:70]}")
+        print(f"        strategy ({label(exp, 'strategy')}): {points[0][:160]}")
     print("  failed before (pitfalls):")
     for hit in failures:
-        steps = kb.get_experience(hit.id).steps
-        error = next((s.error for s in steps if s.error), "no error recorded")
-        print(f"    [{hit.id}] {hit.title[:70]}\n        error: {error[:100]}")
-    if hasattr(kb, "retrieve"):
-        bundle = kb.retrieve(query, k=3, budget_tokens=350)
-        print(f"  context block for the agent ({bundle.tokens} tokens):")
-        print("\n".join("    " + line for line in bundle.context.splitlines()))
+        exp = kb.get_experience(hit.id)
+        print(f"    [{hit.id}] {hit.title[:70]}")
+        for lesson in exp.lessons[:3]:
+            print(f"        lesson ({label(exp, 'lessons')}): {lesson[:160]}")
+    bundle = kb.retrieve(query, k=3, budget_tokens=900)
+    print(f"  context block for the agent ({bundle.tokens} tokens):")
+    print("\n".join("    " + line for line in bundle.context.splitlines()))
+
+
+def link_a_repair(kb: KnowledgeBase) -> None:
+    """A failed refund and a successful one of the same kind: linking them (``repaired_by``, as
+    ``kb trace`` does for runs of one task) re-distills the failure's lessons."""
+    runs = {e.provenance.source_id: e for e in kb.list_experiences(limit=100)}
+    failure, repair = runs["refund-3"], runs["refund-1"]
+    kb.add_edge(failure.id, repair.id, "repaired_by")
+    lessons = kb.get_experience(failure.id).lessons
+    print(f"\nlinked {failure.id} (failed refund) repaired_by {repair.id}; its lessons now:")
+    for lesson in lessons:
+        print(f"    {lesson[:160]}")
 
 
 def main() -> None:
@@ -58,6 +81,7 @@ def main() -> None:
                 f"imported {len(report.added)} trajectories into {store} "
                 f"({stats.experiences_by_outcome})"
             )
+            link_a_repair(kb)
             for query in QUERIES:
                 show(kb, query)
 

@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     llm_model: str | None = None
     llm_api_key: str | None = None
     llm_timeout: float = 60.0
+    # Distillation of strategy, plan and lessons from each stored trajectory (kb.distill).
+    distill: Literal["offline", "off"] = Field(
+        "offline", description="offline: distil every stored run without a model; off: never"
+    )
     # MCP server.
     allow_run: bool = False
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

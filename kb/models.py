@@ -306,6 +306,21 @@ class ExperienceUpdate(_Strict):
     tracer_attribution: Attribution | None = None
 
 
+class Distilled(_Strict):
+    """Which of an experience's text fields distillation wrote (provenance ``distilled``), so that
+    they are recomputed when the run's trace or repair changes and never taken for, or written over,
+    human-written text."""
+
+    source: Literal["distilled"] = "distilled"
+    method: str = Field("offline", description="offline | llm:<model>")
+    fields: list[str] = Field(
+        default_factory=list, description="which of strategy, plan, lessons hold distilled text"
+    )
+    digest: str = Field("", description="hash of what was distilled (steps, trace, repairs)")
+    repairs: list[str] = Field(default_factory=list, description="repaired_by runs it used")
+    at: datetime = Field(default_factory=utcnow)
+
+
 class Experience(ExperienceCreate):
     """A stored experience."""
 
@@ -324,6 +339,9 @@ class Experience(ExperienceCreate):
     failures: int = 0
     tracer_attribution: Attribution | None = Field(
         None, description="the tracer's attribution, kept beside a human label in `attribution`"
+    )
+    distilled: Distilled | None = Field(
+        None, description="provenance of distilled strategy/plan/lessons (None: none distilled)"
     )
     version: int = Field(1, ge=1, description="1, then one more per update (see kb history)")
     deleted_at: datetime | None = Field(None, description="set while the record is tombstoned")

@@ -453,19 +453,38 @@ def provenance_label(prov: Provenance | None, created: datetime | None = None) -
 
 
 def experience_text(
-    record: Mapping[str, Any], attribution: Attribution | None, section: str
+    record: Mapping[str, Any],
+    attribution: Attribution | None,
+    section: str,
+    facts: Sequence[str] = (),
 ) -> str:
-    """The stored text of an experience as one line of labelled, clipped fields."""
+    """The stored text of an experience as one line of labelled, clipped fields.
+
+    Distilled fields (``record["distilled"]["fields"]``) are labelled ``(distilled)``; a pitfall
+    says what went wrong: the attributed step and cause when traced, and ``facts`` (the failing
+    step's error, the last tool call and its result: :func:`kb.distill.failure_facts`).
+    """
+    mark = record.get("distilled") or {}
+    derived = set(mark.get("fields") or []) if isinstance(mark, Mapping) else set()
+
+    def name(field: str, title: str) -> str:
+        return f"{title} (distilled)" if field in derived else title
+
     parts = [f"Task: {clip(record.get('task', ''), 240)}"]
-    if record.get("strategy"):
-        parts.append(f"Strategy: {clip(record['strategy'], 300)}")
-    if record.get("plan"):
+    strategy = str(record.get("strategy") or "")
+    if strategy:
+        if "strategy" in derived and " | Decision points:" in strategy:
+            # the goal repeats the task shown above: keep the decision points and checks
+            strategy = strategy.split(" | ", 1)[1]
+        parts.append(f"{name('strategy', 'Strategy')}: {clip(strategy, 420)}")
+    if record.get("plan") and "plan" not in derived:
         parts.append("Plan: " + clip(" -> ".join(map(str, record["plan"])), 300))
     signature = record.get("signature") or []
-    if signature:
+    if signature and "strategy" not in derived:
         compact = [t for n, t in enumerate(signature) if n == 0 or t != signature[n - 1]]
         parts.append("Tools: " + clip(" -> ".join(map(str, compact)), 240))
-    if section == "pitfall" or record.get("outcome") in {"failure", "partial"}:
+    outcome = record.get("outcome")
+    if outcome in {"failure", "partial"} or (section == "pitfall" and outcome != "success"):
         if attribution is not None:
             where = f"step {attribution.step}" if attribution.step is not None else "a step"
             who = f" by {clip(attribution.agent, 60)}" if attribution.agent else ""
@@ -475,10 +494,15 @@ def experience_text(
             )
             if attribution.corrected:
                 parts.append(f"Should have been: {clip(attribution.corrected, 200)}")
+            parts += [clip(f, 240) for f in facts[:1]]
+        elif facts:
+            parts += [clip(f, 240) for f in facts[:2]]
         else:
-            parts.append("Failed (cause not attributed yet).")
+            parts.append("Failed (no error or tool call recorded).")
     if record.get("lessons"):
-        parts.append("Lessons: " + clip("; ".join(map(str, record["lessons"])), 300))
+        parts.append(
+            f"{name('lessons', 'Lessons')}: " + clip("; ".join(map(str, record["lessons"])), 360)
+        )
     count = record.get("count", 1)
     if isinstance(count, int) and count > 1:
         parts.append(f"Seen {count} times.")

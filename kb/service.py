@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from kb.config import Settings
 from kb.config import settings as load_settings
@@ -35,7 +35,7 @@ from kb.models import (
     check_namespace,
 )
 from kb.retrieval import Mode, RefineBundle, RetrieveBundle, Weights
-from kb.services.experiences import AddResult, Experiences, Policy, Usage
+from kb.services.experiences import AddResult, DistillReport, Experiences, Policy, Usage
 from kb.services.gate import Gate, GateAction, GateDecision, GatePolicy, GateSession
 from kb.services.loop import Loop
 from kb.services.search import Search
@@ -194,6 +194,18 @@ class KnowledgeBase:
     def get_experience(self, experience_id: str) -> Experience:
         """The experience with this id (in this namespace)."""
         return self.experiences.get(experience_id)
+
+    def distill(
+        self,
+        ids: Sequence[str] | None = None,
+        *,
+        method: Literal["offline", "llm"] = "offline",
+        force: bool = False,
+        progress: Progress | None = None,
+    ) -> DistillReport:
+        """Distill strategy, plan and lessons of stored experiences (see
+        :meth:`Experiences.distill`); human-written text is never overwritten."""
+        return self.experiences.distill(ids, method=method, force=force, progress=progress)
 
     def update_experience(
         self, experience_id: str, changes: ExperienceUpdate | Mapping[str, Any]

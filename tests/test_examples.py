@@ -25,6 +25,10 @@ EXPECT = {
         r"worked before:",
         r"failed before \(pitfalls\):",
         r"\[exp_\w+\]",
+        r"strategy \(distilled\): Decision points: \(1\) \w+\(",
+        r"lesson \(distilled\): Failing step \d+: \w+\(",
+        r"Instead of refund_payment\(amount=40\.0 \[chosen\]\), do refund_payment\(amount=59\.0 \[get_order\]\)",
+        r"Error at step \d+ \(\w+\): Error: ",
     ],
 }
 

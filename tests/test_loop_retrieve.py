@@ -47,9 +47,12 @@ PROCEDURE = [("lookup_customer", "c-17"), ("fetch_invoice", "inv-9"), ("issue_cr
 def kb(
     tmp_path_factory: pytest.TempPathFactory, embedder: SentenceTransformerEmbedder
 ) -> Iterator[KnowledgeBase]:
-    """One store for the module: the tests below only read it (the last one rebuilds windows)."""
+    """One store for the module: the tests below only read it (the last one rebuilds windows).
+
+    Distillation is off: these tests pit the signals against each other on the runs' own words,
+    and a distilled strategy names the tools in prose (tests/test_distill.py covers that)."""
     path = tmp_path_factory.mktemp("loop") / "store"
-    with KnowledgeBase.open(path, settings=Settings(), embedder=embedder) as store:
+    with KnowledgeBase.open(path, settings=Settings(distill="off"), embedder=embedder) as store:
         yield store
 
 

@@ -880,6 +880,8 @@ def test_no_tool_or_resource_crosses_namespaces(
                 "steps": [{"index": 0, "agent": "support", "kind": "error", "error": "403"}],
             }
         ).id
+        lessons = kb.get_experience(b_exp).lessons  # distilled from the run at add
+        assert lessons and "overwritten by A" not in lessons
         b_skill = kb.add_skill({**ADD, "status": "validated"})
         kb.check_action("run-b", {"tool": "refund", "args": {"note": secret}}, task=secret)
         token_a = kb.create_token("a", "A").secret
@@ -937,7 +939,7 @@ def test_no_tool_or_resource_crosses_namespaces(
         b = kb.get_experience(b_exp)
         assert (b.strategy, b.lessons, b.uses, b.attribution, b.deleted_at) == (
             secret,
-            [],
+            lessons,
             0,
             None,
             None,

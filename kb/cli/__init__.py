@@ -521,6 +521,47 @@ def reindex(as_json: JsonOpt = False) -> None:
 
 @app.command()
 @handle_errors
+def distill(
+    ids: Annotated[
+        list[str] | None, typer.Argument(help="Experiences to distill (default: all).")
+    ] = None,
+    llm: Annotated[
+        bool,
+        typer.Option(
+            "--llm", help="Ask the OpenAI-compatible model of KB_LLM_BASE_URL / KB_LLM_MODEL."
+        ),
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Distill again even when nothing changed.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Distill strategy, plan and lessons from stored runs (offline rules, or --llm).
+
+    Only empty fields and fields distilled before are written: human-written text stays.
+    """
+    with store() as kb:
+        total = len(ids) if ids else kb.stats().experiences
+        with progress_bar("distilling", total, enabled=not as_json) as advance:
+            report = kb.distill(
+                ids or None, method="llm" if llm else "offline", force=force, progress=advance
+            )
+    if as_json:
+        print_json(report)
+        return
+    console.print(
+        f"distilled {len(report.distilled)}, unchanged {len(report.unchanged)}, "
+        f"failed {len(report.failed)} ({report.method})",
+        highlight=False,
+    )
+    for item in report.failed[:20]:
+        console.print(f"[red]failed[/red] {item['id']}: {item['error']}", highlight=False)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+@handle_errors
 def doctor(as_json: JsonOpt = False) -> None:
     """Check the model, the index against SQL, and versions. Exits 1 when a check fails."""
     with store() as kb:

@@ -12,11 +12,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, cast
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from kb.errors import Invalid, NotFound
+from kb.distill import FIELDS as DISTILL_FIELDS
+from kb.distill import apply as apply_distillation
+from kb.distill import digest as distill_digest
+from kb.distill import distill, owned_fields
+from kb.errors import Invalid, KBError, NotFound
 from kb.limits import check_record
 from kb.models import (
+    Distilled,
     Edge,
     Experience,
     ExperienceCreate,
@@ -57,6 +62,17 @@ class AddResult(BaseModel):
     action: Literal["added", "merged", "unchanged", "updated"] = "added"
 
 
+class DistillReport(BaseModel):
+    """What a distillation run did: ids distilled, left unchanged, failed (with the reason)."""
+
+    method: str
+    distilled: list[str] = Field(default_factory=list)
+    unchanged: list[str] = Field(default_factory=list)
+    failed: list[dict[str, str]] = Field(default_factory=list)
+    model_calls: int = 0
+    cache_hits: int = 0
+
+
 class Usage(BaseModel):
     """An item's usage counts after a feedback event."""
 
@@ -80,14 +96,74 @@ class Experiences(Service):
 
     # -- adding ---------------------------------------------------------------------------------
     def new(self, data: ExperienceCreate) -> Experience:
-        """A stored form of ``data`` (a new id in this namespace), not written yet."""
-        return Experience(
+        """A stored form of ``data`` (a new id in this namespace), not written yet; its empty
+        strategy, plan and lessons distilled from its steps (unless ``KB_DISTILL=off``)."""
+        exp = Experience(
             **data.model_dump(),
             id=new_id("exp"),
             namespace=self.namespace,
             signature=signature_of(data.steps),
             updated_at=utcnow(),
         )
+        return self.distilled(exp)
+
+    # -- distillation ---------------------------------------------------------------------------
+    def distilled(self, exp: Experience, repairs: Sequence[Experience] | None = None) -> Experience:
+        """``exp`` with its distilled fields recomputed offline when what they were distilled
+        from (steps, outcome, trace, repairs) changed. Human-written text is never touched, and
+        text an LLM distilled is kept (``distill(method="llm")`` refreshes it)."""
+        if self.store.settings.distill == "off" or not exp.steps:
+            return exp
+        mark = exp.distilled
+        if mark is not None and mark.method != "offline":
+            return exp
+        if repairs is None:
+            repairs = self.repairs_of(exp) if mark is not None else []
+        source = distill_digest(exp, repairs)
+        if mark is not None and mark.digest == source:
+            return exp
+        changes = apply_distillation(
+            exp.model_dump(),
+            distill(exp, repairs=repairs),
+            owned=owned_fields(exp),
+            source_digest=source,
+            repairs=[r.id for r in repairs],
+        )
+        return exp.model_copy(update=_typed(changes)) if changes else exp
+
+    def repairs_of(self, exp: Experience) -> list[Experience]:
+        """The successful runs a failure is linked to by ``repaired_by``, oldest link first."""
+        if exp.outcome not in {Outcome.failure, Outcome.partial}:
+            return []
+        ids = [
+            e.dst
+            for e in self.store.graph(self.namespace).edges(exp.id, kinds={"repaired_by"})
+            if e.src == exp.id
+        ]
+        found = self.records.get_experiences(ids) if ids else {}
+        return [found[i] for i in ids if i in found]
+
+    def redistill(self, ids: Sequence[str]) -> list[str]:
+        """Recompute the offline distillation of these experiences (after a trace or a repair
+        link arrived); returns the ids whose stored text changed (each a new version)."""
+        current = self.records.get_experiences(list(dict.fromkeys(ids)))
+        changed = [
+            (exp, new) for exp in current.values() if (new := self.distilled(exp)) is not exp
+        ]
+        if not changed:
+            return []
+        writes = [
+            new.model_copy(update={"version": exp.version + 1, "updated_at": utcnow()})
+            for exp, new in changed
+        ]
+        self.store.ready()
+
+        def keep(session: Session) -> None:
+            for exp, _ in changed:
+                self.records.keep_version(session, exp)
+
+        self.windows.write(writes, replace=True, new=0, before_commit=keep)
+        return [w.id for w in writes]
 
     def add(
         self,
@@ -328,6 +404,94 @@ class Experiences(Service):
                 return item_id
         return None
 
+    def distill(
+        self,
+        ids: Sequence[str] | None = None,
+        *,
+        method: Literal["offline", "llm"] = "offline",
+        force: bool = False,
+        progress: Progress | None = None,
+    ) -> DistillReport:
+        """Distill strategy, plan and lessons of stored experiences (all of them, or these).
+
+        Args:
+            ids: the experiences (default: every one of the namespace).
+            method: ``offline`` (rules, no model) or ``llm`` (the OpenAI-compatible endpoint of
+                ``KB_LLM_BASE_URL`` / ``KB_LLM_MODEL``; replies cached by content hash).
+            force: distill again even when nothing it reads changed.
+        Returns:
+            the ids distilled, left unchanged (up to date, or every field human-written) and
+            failed (with the reason). Human-written text is never overwritten.
+        """
+        if method not in {"offline", "llm"}:
+            raise Invalid(f"method must be offline or llm, not {method!r}")
+        llm = None
+        if method == "llm":
+            from kb.distill_llm import LLMDistiller
+            from kb.trace.llm import LLMConfig
+
+            config = LLMConfig.from_settings(self.store.settings)
+            if config is None:
+                raise Invalid("LLM distillation needs KB_LLM_BASE_URL and KB_LLM_MODEL")
+            llm = LLMDistiller(config, cache_dir=self.store.path / "cache" / "distill")
+        if ids is None:
+            targets = list(self.records.iter_experiences())
+        else:
+            found = self.records.get_experiences(list(dict.fromkeys(ids)))
+            missing = [i for i in ids if i not in found]
+            if missing:
+                raise NotFound(f"no experience {missing[0]!r} in namespace {self.namespace!r}")
+            targets = list(found.values())
+        report = DistillReport(method=method)
+        writes: list[tuple[Experience, Experience]] = []
+        for exp in targets:
+            if progress:
+                progress(1)
+            if not exp.steps or exp.merged_into is not None:
+                report.unchanged.append(exp.id)
+                continue
+            repairs = self.repairs_of(exp)
+            source = distill_digest(exp, repairs)
+            mark = exp.distilled
+            wanted = "offline" if llm is None else llm.method
+            if not force and mark is not None and mark.digest == source and mark.method == wanted:
+                report.unchanged.append(exp.id)
+                continue
+            result = distill(exp, repairs=repairs)
+            if llm is not None:
+                try:
+                    result = llm.distill(exp, result, repairs)
+                except KBError as exc:
+                    report.failed.append({"id": exp.id, "error": str(exc)})
+                    continue
+            changes = apply_distillation(
+                exp.model_dump(),
+                result,
+                owned=owned_fields(exp),
+                source_digest=source,
+                repairs=[r.id for r in repairs],
+            )
+            if not changes:
+                report.unchanged.append(exp.id)
+                continue
+            new = exp.model_copy(
+                update={**_typed(changes), "version": exp.version + 1, "updated_at": utcnow()}
+            )
+            writes.append((exp, new))
+            report.distilled.append(exp.id)
+        for start in range(0, len(writes), 256):
+            chunk = writes[start : start + 256]
+            self.store.ready()
+
+            def keep(session: Session, chunk: list[tuple[Experience, Experience]] = chunk) -> None:
+                for old, _ in chunk:
+                    self.records.keep_version(session, old)
+
+            self.windows.write([new for _, new in chunk], replace=True, new=0, before_commit=keep)
+        if llm is not None:
+            report.model_calls, report.cache_hits = llm.calls, llm.cache_hits
+        return report
+
     # -- reading and changing -------------------------------------------------------------------
     def get(self, experience_id: str) -> Experience:
         """The experience with this id (in this namespace)."""
@@ -350,7 +514,7 @@ class Experiences(Service):
         check_record(raw, what="the update", step_chars=self.store.settings.max_step_chars)
         patch = coerce(ExperienceUpdate, changes, "update")
         current = self.get(experience_id)
-        updated = _replacement(current, patch.model_dump(exclude_unset=True))
+        updated = self.distilled(_replacement(current, patch.model_dump(exclude_unset=True)))
         self.store.ready()
 
         def keep(session: Session) -> None:
@@ -449,6 +613,9 @@ class Experiences(Service):
         with self.store.transaction() as session:
             self.records.put_edges(session, edges)
             self.store.bump_graph(session, self.namespace)
+        repaired = [e.src for e in edges if e.kind == "repaired_by"]
+        if repaired:
+            self.redistill(repaired)
 
     def edges(self, item_id: str, *, kinds: set[str] | None = None) -> list[Edge]:
         """Edges touching an item, both directions."""
@@ -487,8 +654,11 @@ CONTENT_FIELDS = frozenset(
 
 
 def content_digest(exp: ExperienceCreate) -> str:
-    """A hash of what an experience says (not when or how it was stored)."""
-    body = exp.model_dump(mode="json", include=set(CONTENT_FIELDS))
+    """A hash of what an experience says (not when or how it was stored); distilled text is
+    left out (it is derived from the rest)."""
+    mark = getattr(exp, "distilled", None)
+    derived = set(mark.fields) if mark is not None else set()
+    body = exp.model_dump(mode="json", include=set(CONTENT_FIELDS) - derived)
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
@@ -498,14 +668,30 @@ def _replacement(current: Experience, changes: ExperienceCreate | Mapping[str, A
         fields = changes.model_dump(include=set(CONTENT_FIELDS))
         if changes.attribution is not None:
             fields["attribution"] = changes.attribution
+        fields["distilled"] = getattr(changes, "distilled", None)
     else:
         fields = dict(changes)
+        written = [f for f in DISTILL_FIELDS if f in fields]
+        if written and "distilled" not in fields and current.distilled is not None:
+            # what a person writes into a field is theirs from now on
+            kept = [f for f in current.distilled.fields if f not in written]
+            fields["distilled"] = (
+                current.distilled.model_copy(update={"fields": kept}) if kept else None
+            )
     merged = current.model_dump() | fields
     merged.update(version=current.version + 1, updated_at=utcnow(), deleted_at=None)
     merged["signature"] = signature_of(
         [s if isinstance(s, Step) else Step.model_validate(s) for s in merged.get("steps") or []]
     )
     return coerce(Experience, merged, "experience")
+
+
+def _typed(changes: Mapping[str, Any]) -> dict[str, Any]:
+    """Distillation changes as model values (``model_copy`` does not validate)."""
+    out = dict(changes)
+    if "distilled" in out and isinstance(out["distilled"], Mapping):
+        out["distilled"] = Distilled.model_validate(out["distilled"])
+    return out
 
 
 def _same_procedure(a: Sequence[str], b: Sequence[str], min_sig: float) -> bool:
@@ -517,6 +703,7 @@ def _same_procedure(a: Sequence[str], b: Sequence[str], min_sig: float) -> bool:
 __all__ = [
     "POLICIES",
     "AddResult",
+    "DistillReport",
     "Experiences",
     "Policy",
     "Usage",

@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from kb import documents as docs
+from kb.distill import failure_facts
 from kb.errors import Invalid
 from kb.importers import describe, trajectory_from_any
 from kb.models import Experience, Kind, Outcome, SearchHit, Skill, SkillStatus, Step, kind_of
@@ -150,7 +151,7 @@ class Loop(Service):
         skill_hits = run("skill")
         skill_hits.sort(key=lambda h: (h.status != SkillStatus.validated, -h.score))
         skills = [self._item(h, "skill") for h in skill_hits]
-        pitfalls = [self._item(h, "pitfall") for h in run("experience", ["failure", "partial"])]
+        pitfalls = self._pitfalls(run("experience", ["failure", "partial"]))
         if graph:
             self._linked(strategies, skills, pitfalls, include_drafts=include_drafts, k=k)
         bundle = RetrieveBundle(
@@ -217,12 +218,28 @@ class Loop(Service):
             if len(target) < k + 3:
                 target.append(linked)
 
-    def _item(self, hit: SearchHit, section: str, *, via: str | None = None) -> MemoryItem:
+    def _pitfalls(self, hits: list[SearchHit]) -> list[MemoryItem]:
+        """Pitfall items that say what went wrong, traced or not: the failing step's error and
+        the last tool call with its result, read from each run's log."""
+        runs = self.records.get_experiences([h.id for h in hits]) if hits else {}
+        return [
+            self._item(h, "pitfall", facts=failure_facts(runs[h.id].steps) if h.id in runs else [])
+            for h in hits
+        ]
+
+    def _item(
+        self,
+        hit: SearchHit,
+        section: str,
+        *,
+        via: str | None = None,
+        facts: Sequence[str] = (),
+    ) -> MemoryItem:
         record = hit.record or {}
         if hit.kind == Kind.skill:
             text = skill_text(record)
         else:
-            text = experience_text(record, hit.attribution, section)
+            text = experience_text(record, hit.attribution, section, facts)
         return MemoryItem(
             id=hit.id,
             kind=hit.kind,

@@ -216,12 +216,10 @@ class Tracing(Service):
                 or r.task == failure.task
             )
         ]
-        if same_task:
-            with self.store.transaction() as session:
-                self.records.put_edges(
-                    session, [Edge(src=failure.id, dst=r.id, kind="repaired_by") for r in same_task]
-                )
-                self.store.bump_graph(session, self.namespace)
+        if same_task:  # linking re-distills the failure's lessons with its repair
+            self.experiences.link(
+                [Edge(src=failure.id, dst=r.id, kind="repaired_by") for r in same_task]
+            )
 
     def trace_file(self, path: str | Path, *, method: str = "auto") -> Iterator[TraceLine]:
         """Trace every trajectory in a file, or in every .json/.jsonl file of a folder.

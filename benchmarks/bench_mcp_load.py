@@ -5,7 +5,10 @@ few experiences), creates a bearer token, and runs ``--clients`` concurrent MCP 
 ``Client``, each its own HTTP connection) for ``--duration`` seconds. Each client alternates
 ``search`` and ``record_experience``. Reports requests/s, p50/p95 latency (overall and
 per tool) and the error count (must be 0), and checks that the store holds exactly as many new
-records as there were successful record calls.
+records as there were successful record calls. Before the load, one client runs the same mix for
+the same time against the same server (the baseline): the target is record throughput with
+``--clients`` >= 2 x one client's (concurrent writers share one write: group commit), record p95
+< 1 s, 0 errors.
 
 Bounded: loopback only, a fixed duration, a per-call timeout, and at most ``--max-requests`` calls.
 
@@ -201,15 +204,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     await c.call_tool("search", {"query": "warm up"})
 
             asyncio.run(warm())
-            run = asyncio.run(
-                run_clients(
-                    f"{base}/mcp",
-                    token,
-                    clients=args.clients,
-                    duration=args.duration,
-                    max_requests=args.max_requests,
-                    timeout=args.timeout,
+            one, run = (
+                asyncio.run(
+                    run_clients(
+                        f"{base}/mcp",
+                        token,
+                        clients=clients,
+                        duration=args.duration,
+                        max_requests=args.max_requests,
+                        timeout=args.timeout,
+                    )
                 )
+                for clients in (1, args.clients)
             )
         finally:
             proc.terminate()
@@ -219,7 +225,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 proc.kill()
 
     with KnowledgeBase.open(store, namespace=NAMESPACE) as kb:
-        stored = kb.stats().experiences - seeded
+        stored = kb.stats().experiences - seeded - one["records_ok"]
     logged = [
         json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")
     ]
@@ -255,6 +261,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "fastmcp": fastmcp.__version__,
         },
     }
+    one_rate = one["records_ok"] / one["elapsed_s"]
+    many_rate = run["records_ok"] / run["elapsed_s"]
+    record_p95 = report["latency_by_tool"].get("record_experience", {}).get("p95_ms", 0.0)
+    report["baseline_one_client"] = {
+        "records_per_s": round(one_rate, 2),
+        "latency_by_tool": {tool: summary(v) for tool, v in sorted(one["latencies"].items())},
+        "errors": len(one["errors"]),
+    }
+    report["records_per_s"] = round(many_rate, 2)
+    report["targets"] = {
+        "record_throughput_ratio": round(many_rate / one_rate, 2) if one_rate else None,
+        "record_throughput_ratio_target": 2.0,
+        "record_p95_ms": record_p95,
+        "record_p95_ms_target": 1000,
+        "errors": report["errors"] + len(one["errors"]),
+    }
+    report["load_average"] = os.getloadavg()
     report["ok"] = report["errors"] == 0 and report["records_match"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
@@ -269,6 +292,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "errors",
                     "record_calls_ok",
                     "records_stored",
+                    "targets",
                     "ok",
                 )
             },

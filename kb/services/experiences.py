@@ -180,7 +180,7 @@ class Experiences(Service):
         if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
             raise Invalid("idempotency_key must be 1 to 200 characters")
         check_policy(policy)
-        self.validated([experience])  # a bad input fails here, alone, not in the group
+        self.checked(experience)  # a bad input fails here, alone, not in the group
         key = f"idem:{idempotency_key}" if idempotency_key else None
         group = self.store.group(f"experiences:{self.namespace}")
         return cast(AddResult, group.submit((experience, policy, key), self._add_group))
@@ -211,13 +211,17 @@ class Experiences(Service):
         self, experiences: Iterable[ExperienceCreate | Mapping[str, Any]]
     ) -> list[Experience]:
         """Every input checked and given an id before anything is written."""
-        items = []
-        step_chars = self.store.settings.max_step_chars
-        for number, value in enumerate(experiences):
-            raw = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
-            check_record(raw, what=f"experience {number}", step_chars=step_chars)
-            items.append(self.new(coerce(ExperienceCreate, value, f"experience {number}")))
-        return items
+        return [self.new(self.checked(value, number)) for number, value in enumerate(experiences)]
+
+    def checked(
+        self, value: ExperienceCreate | Mapping[str, Any], number: int = 0
+    ) -> ExperienceCreate:
+        """One input checked against the limits and the schema (errors name ``number``)."""
+        raw = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+        check_record(
+            raw, what=f"experience {number}", step_chars=self.store.settings.max_step_chars
+        )
+        return coerce(ExperienceCreate, value, f"experience {number}")
 
     def admit(
         self,

@@ -189,9 +189,9 @@ def choose_method(
 ) -> str:
     """The back end ``auto`` would use for this experience and these collaborators.
 
-    A learned model is used only when the caller passes one (a store's own trained model): the
-    shipped default saw 27 single-agent logs, and ``auto`` prefers the heuristic's general signals
-    over it on logs of unknown shape. ``method="learned"`` still falls back to the default.
+    A learned model is used when the caller passes one: a store's own trained model, or the
+    shipped one when :func:`preferred_model` returns it (its training recorded that it beats the
+    heuristic on both evaluations). ``method="learned"`` falls back to the shipped model.
     """
     if replay is not None and is_replayable(experience):
         return "counterfactual"

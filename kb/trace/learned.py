@@ -2,8 +2,8 @@
 
 Two formats, both plain JSON (never a pickle), so a model file can be read, diffed and shipped:
 
-* ``kb-tracer-logreg/1``: a logistic regression over the hand-made features of
-  :mod:`kb.trace.features` (what a store trains from a few labels with ``train``);
+* ``kb-tracer-logreg/1``: a linear scorer over the hand-made features of
+  :mod:`kb.trace.features` (what earlier versions trained; still read and scored);
 * ``kb-tracer/2``: a listwise (softmax over the steps of a log) linear scorer over those features,
   the structural features of :mod:`kb.trace.design` and projected sentence embeddings of each step
   and its neighbours; a per-agent model for blame by contribution (:mod:`kb.trace.blame`); a
@@ -15,7 +15,7 @@ Two formats, both plain JSON (never a pickle), so a model file can be read, diff
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -33,7 +33,6 @@ DEFAULT_MODEL_PATH = Path(__file__).with_name("default_model.json")
 DEFAULT_EMBEDDER = DEFAULT_MODEL
 FORMAT = "kb-tracer-logreg/1"
 FORMAT_TEXT = "kb-tracer/2"
-References = Callable[[ExperienceCreate], Sequence[ExperienceCreate]]
 
 
 @dataclass
@@ -294,7 +293,7 @@ class LearnedModel:
         """Read a model written by :meth:`save`."""
         path = Path(path)
         if not path.is_file():
-            raise NotFound(f"{path}: no tracer model there (train one with `kb train-tracer`)")
+            raise NotFound(f"{path}: no tracer model there (train one with `kb tracer train`)")
         try:
             return cls.from_json(json.loads(path.read_text(encoding="utf-8")))
         except json.JSONDecodeError as exc:
@@ -424,94 +423,6 @@ def default_model() -> LearnedModel | None:
     return LearnedModel.load(DEFAULT_MODEL_PATH)
 
 
-def fit_matrices(
-    matrices: Sequence[np.ndarray], targets: Sequence[int], *, c: float = 0.5
-) -> LearnedModel:
-    """Fit on precomputed feature matrices (one per trajectory) and target step indices."""
-    from sklearn.linear_model import LogisticRegression
-
-    rows, ys = [], []
-    for matrix, target in zip(matrices, targets, strict=True):
-        if not 0 <= target < matrix.shape[0]:
-            continue
-        y = np.zeros(matrix.shape[0])
-        y[target] = 1.0
-        rows.append(matrix)
-        ys.append(y)
-    if not rows:
-        raise Invalid("no labelled steps to train the tracer on")
-    x = np.vstack(rows)
-    y_all = np.concatenate(ys)
-    mean = x.mean(axis=0)
-    scale = x.std(axis=0)
-    scale[scale < 1e-9] = 1.0
-    clf = LogisticRegression(C=c, class_weight="balanced", max_iter=2000)
-    clf.fit((x - mean) / scale, y_all)
-    return LearnedModel(
-        features=list(FEATURES),
-        mean=mean.tolist(),
-        scale=scale.tolist(),
-        coef=clf.coef_[0].tolist(),
-        intercept=float(clf.intercept_[0]),
-        meta={"matrices": len(rows), "steps": int(x.shape[0]), "C": c},
-    )
-
-
-def training_matrices(
-    examples: Iterable[tuple[ExperienceCreate, int]],
-    *,
-    references: References | None = None,
-    embed: Embed | None = None,
-    drop_references: bool = True,
-) -> tuple[list[np.ndarray], list[int]]:
-    """Feature matrices and targets; with ``drop_references`` each example also appears once
-    without reference features, so the model still ranks steps when no success is known."""
-    matrices, targets = [], []
-    for experience, target in examples:
-        refs = references(experience) if references else ()
-        matrices.append(extract(experience, references=refs, embed=embed))
-        targets.append(target)
-        if drop_references:
-            matrices.append(extract(experience, embed=embed, use_references=False))
-            targets.append(target)
-    return matrices, targets
-
-
-def train(
-    examples: Iterable[tuple[ExperienceCreate, int]],
-    *,
-    references: References | None = None,
-    embed: Embed | None = None,
-    c: float = 0.5,
-    drop_references: bool = True,
-) -> LearnedModel:
-    """Train a model on ``(failed experience, decisive step index)`` pairs.
-
-    ``references(experience)`` may return the successes to compare each failure with.
-    """
-    matrices, targets = training_matrices(
-        examples, references=references, embed=embed, drop_references=drop_references
-    )
-    return fit_matrices(matrices, targets, c=c)
-
-
-def labelled_examples(
-    experiences: Iterable[ExperienceCreate],
-) -> list[tuple[ExperienceCreate, int]]:
-    """The failures in a collection that carry a human label (``attribution.method == "label"``)."""
-    out = []
-    for experience in experiences:
-        label = experience.attribution
-        if (
-            label is not None
-            and label.method == "label"
-            and label.step is not None
-            and label.step < len(experience.steps)
-        ):
-            out.append((experience, label.step))
-    return out
-
-
 def attribute(
     experience: ExperienceCreate,
     *,
@@ -526,7 +437,7 @@ def attribute(
     model = model or default_model()
     if model is None:
         raise NotFound(
-            "no tracer model: train one with `kb train-tracer` or ship default_model.json"
+            "no tracer model: train one with `kb tracer train` or ship default_model.json"
         )
     if model.is_text:
         return model.trace(experience, references=references, embed=embed)

@@ -383,7 +383,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     held["reliability"] = {
         "step (confidence of the reported step)": reliability(step_conf, rows[:, 0] > 0),
         "agent (share of the reported agent)": reliability(agent_conf, rows[:, 2] > 0),
-        "heuristic step (fitted temperature 2.3)": reliability(h_conf, h_right),
+        f"heuristic step (temperature {heuristic.TEMPERATURE})": reliability(h_conf, h_right),
     }
     answered = [k for k, t in enumerate(traces) if t.attribution.step is not None]
     held["unknown_threshold"] = {

@@ -17,7 +17,7 @@ from kb.trace.agents import agent_name
 from kb.trace.fit import FitConfig, Stacked, Trainer, examples_from, fit_temperature, listwise
 from kb.trace.learned import FORMAT_TEXT, LearnedModel, confidence_of
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = pytest.mark.timeout(600)
 HASH = HashEmbedder(dim=32)
 
 
@@ -29,7 +29,7 @@ def failures() -> list[ExperienceCreate]:
 @pytest.fixture(scope="module")
 def model(failures: list[ExperienceCreate]) -> LearnedModel:
     trainer = Trainer(HASH.encode, embedder=HASH.name)
-    return trainer.fit(examples_from(failures), config=FitConfig(pca_dim=8))
+    return trainer.fit(examples_from(failures), config=FitConfig(pca_dim=8, hidden=8))
 
 
 def test_listwise_fit_finds_the_marked_step() -> None:
@@ -129,3 +129,13 @@ def test_train_from_successes_makes_its_own_failures() -> None:
     model = train([], successes=successes, embed=HASH.encode, config=FitConfig(pca_dim=4))
     assert model.is_text and model.meta["synthetic_from"] == 24
     assert model.meta["examples"] + model.meta["validation"] >= 40
+
+
+def test_the_heuristic_score_is_one_of_the_features(failures: list[ExperienceCreate]) -> None:
+    from kb.trace import heuristic
+    from kb.trace.design import DENSE, dense
+    from kb.trace.features import extract, role_of
+
+    exp = failures[0]
+    expected, _ = heuristic.score(extract(exp), [role_of(s) for s in exp.steps])
+    assert np.allclose(dense(exp)[:, DENSE.index("heuristic")], expected)

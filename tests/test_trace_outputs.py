@@ -13,7 +13,7 @@ from kb.models import ExperienceCreate, Outcome, Step
 from kb.trace import agent_shares, attribute, default_model, not_a_failure, to_mistake_json
 from kb.trace.agents import addressee, agent_name, canonical
 from kb.trace.blame import instructors, table
-from kb.trace.learned import FORMAT_TEXT
+from kb.trace.learned import FORMAT_TEXT, LearnedModel
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -131,6 +131,34 @@ def test_the_shipped_model_is_small_plain_json_and_traces_offline(embedder: Any)
     assert DEFAULT_MODEL_PATH.stat().st_size <= 5 * 2**20
     assert model.meta["script"] == "python -m kb.trace.train_default"
     assert model.temperature > 0 and model.agent is not None
+    checks = model.meta["validation"]
+    assert set(checks) == {"heldout_synthetic", "tau_retail_real"}
+    wins = all(
+        c["learned"]["step"] > c["heuristic"]["step"]
+        and c["learned"]["agent"] >= c["heuristic"]["agent"]
+        for c in checks.values()
+    )
+    assert model.meta["beats_heuristic"] == wins  # what `auto` relies on
     a = attribute(team(), method="learned", embed=embedder.encode)
     assert a.method == "learned" and (a.step is None or a.step > 0)
     assert a.step is None or a.agent == agent_name(team().steps[a.step])
+
+
+def test_auto_uses_the_shipped_model_only_where_it_was_measured_to_win(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import kb.trace as trace
+
+    shipped = default_model()
+    assert shipped is not None
+
+    def with_verdict(verdict: bool) -> LearnedModel:
+        data = shipped.to_json()
+        return LearnedModel.from_json(
+            {**data, "meta": {**data["meta"], "beats_heuristic": verdict}}
+        )
+
+    monkeypatch.setattr(trace, "default_model", lambda: with_verdict(False))
+    assert trace.preferred_model() is None
+    monkeypatch.setattr(trace, "default_model", lambda: with_verdict(True))
+    assert trace.preferred_model() is not None

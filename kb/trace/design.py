@@ -18,6 +18,7 @@ import numpy as np
 from kb.models import ExperienceCreate, Step
 from kb.trace.agents import addressee, agent_name
 from kb.trace.features import ERROR_RE, FEATURES, Embed, extract, role_of, step_text
+from kb.trace.heuristic import score as heuristic_score
 
 STRUCT: tuple[str, ...] = (
     "pos_log",  # log position from the start
@@ -50,7 +51,9 @@ STRUCT: tuple[str, ...] = (
     "sim_later",  # best similarity to any later step
 )
 TEXT_BLOCKS: tuple[str, ...] = ("step", "prev", "next")
-DENSE: tuple[str, ...] = FEATURES + STRUCT
+DENSE: tuple[str, ...] = (*FEATURES, *STRUCT, "heuristic")
+"""Hand-made, structural, and the heuristic back end's score (its hand-chosen weighting of the
+hand-made signals: one column a fit on few labels can lean on)."""
 MAX_CHARS = 500
 
 NUM_RE = re.compile(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?")
@@ -251,7 +254,8 @@ def dense(
 ) -> np.ndarray:
     """The ``(steps, len(DENSE))`` hand-made and structural features."""
     hand = extract(experience, references=references, use_references=use_references)
-    return np.hstack([hand, structure(experience, text)])
+    heuristic, _ = heuristic_score(hand, [role_of(s) for s in experience.steps])
+    return np.hstack([hand, structure(experience, text), heuristic[:, None]])
 
 
 Project = Callable[[np.ndarray], np.ndarray]

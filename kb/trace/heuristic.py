@@ -37,9 +37,9 @@ WEIGHTS: dict[str, float] = {
 
 SYSTEM_PENALTY = -5.0
 TEMPERATURE = 2.3
-"""Softmax temperature of the scores: fitted (negative log-likelihood) on synthetic failures of the
-train split (``benchmarks/bench_tracer.py`` reports it), so that the confidence is a probability
-rather than the near-certainty a temperature of 1 gave."""
+"""Softmax temperature of the scores, so that the confidence is a probability rather than the
+near-certainty a temperature of 1 gave (``benchmarks/bench_tracer.py`` reports the reliability
+table of the resulting confidence on held-out faults)."""
 
 
 def score(features: np.ndarray, roles: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -18,7 +18,6 @@ on one can be measured on the other.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -752,7 +751,3 @@ def replay(program: Mapping[str, Any], fault: Fault | None) -> Rendered:
     domain = DOMAIN_BY_KEY[task.domain]
     team = make_team(program["split"], program["style"], domain)
     return render(task, team, seed=int(program["seed"]), fault=fault)
-
-
-def dumps(history: list[dict[str, Any]]) -> str:
-    return json.dumps(history, indent=1)

@@ -211,14 +211,6 @@ def answer_text(task: Task, value: Any) -> str:
     return f"{text}%" if task.unit == "%" else text
 
 
-def solve(task: Task) -> list[Any]:
-    """The value of every sub-step of a correct run."""
-    values: list[Any] = []
-    for sub in task.subs:
-        values.append(execute(task, sub, values))
-    return values
-
-
 def task_to_json(task: Task) -> dict[str, Any]:
     return {**asdict(task), "subs": [asdict(s) for s in task.subs]}
 

@@ -50,7 +50,13 @@ from kb.services.skills import (
     ValidationReport,
 )
 from kb.services.tokens import NewToken, TokenInfo, Tokens
-from kb.services.tracing import LabelImportReport, TraceLine, Tracing, TrainReport
+from kb.services.tracing import (
+    LabelImportReport,
+    SynthesisReport,
+    TraceLine,
+    Tracing,
+    TrainReport,
+)
 from kb.services.transfer import DoctorReport, Transfer
 from kb.services.view import Viewer
 from kb.services.windows import StepWindows
@@ -527,9 +533,38 @@ class KnowledgeBase:
         """Import failure labels (the tau-retail ``failure_labels.json`` format)."""
         return self.tracing.import_labels(path)
 
-    def train_tracer(self) -> TrainReport:
-        """Fit the learned tracer on this namespace's labelled failures."""
-        return self.tracing.train()
+    def train_tracer(
+        self, *, with_successes: bool = False, per_success: int = 3, seed: int = 0
+    ) -> TrainReport:
+        """Train the tracer on this namespace's labelled failures (see :meth:`Tracing.train`)."""
+        return self.tracing.train(with_successes=with_successes, per_success=per_success, seed=seed)
+
+    def synthesize_failures(
+        self,
+        out: str | Path,
+        *,
+        sources: Sequence[str | Path] = (),
+        from_store: bool = False,
+        team_runs: int = 0,
+        split: str = "train",
+        per_success: int = 3,
+        faults: Sequence[str] | None = None,
+        seed: int = 0,
+        add: bool = False,
+    ) -> SynthesisReport:
+        """Labelled failures made by injecting faults into successes (see
+        :meth:`Tracing.synthesize`)."""
+        return self.tracing.synthesize(
+            out,
+            sources=sources,
+            from_store=from_store,
+            team_runs=team_runs,
+            split=split,
+            per_success=per_success,
+            faults=faults,
+            seed=seed,
+            add=add,
+        )
 
     def export_pairs(self, path: str | Path) -> ExportReport:
         """Write (task, context, wrong step, corrected step) pairs as JSONL."""

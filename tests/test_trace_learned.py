@@ -1,4 +1,4 @@
-"""The learned tracer: train, save as plain JSON, load, and score the same."""
+"""The learned tracer's files: plain JSON, loaded and scored the same; bad files refused."""
 
 from __future__ import annotations
 
@@ -10,16 +10,10 @@ import numpy as np
 import pytest
 
 from kb.errors import Invalid
-from kb.models import Attribution, ExperienceCreate, Outcome, Step
+from kb.models import ExperienceCreate, Outcome, Step
 from kb.trace import attribute
-from kb.trace.features import extract
-from kb.trace.learned import (
-    DEFAULT_MODEL_PATH,
-    LearnedModel,
-    default_model,
-    labelled_examples,
-    train,
-)
+from kb.trace.features import FEATURES, extract
+from kb.trace.learned import DEFAULT_MODEL_PATH, LearnedModel, default_model
 
 
 def _failure(seed: int) -> tuple[ExperienceCreate, int]:
@@ -55,9 +49,16 @@ def _failure(seed: int) -> tuple[ExperienceCreate, int]:
     return exp, 1 + 2 * bad
 
 
-def test_train_save_load_round_trip(tmp_path: Path) -> None:
-    examples = [_failure(seed) for seed in range(12)]
-    model = train(examples)
+def test_a_format_1_model_round_trips_and_scores_the_same(tmp_path: Path) -> None:
+    # a store trained by an earlier version keeps a linear scorer over the hand-made features
+    coef = [0.0] * len(FEATURES)
+    coef[FEATURES.index("error_next")] = 3.0
+    model = LearnedModel(
+        features=list(FEATURES),
+        mean=[0.0] * len(FEATURES),
+        scale=[1.0] * len(FEATURES),
+        coef=coef,
+    )
     path = model.save(tmp_path / "tracer.json")
     raw = path.read_bytes()
     assert raw.lstrip().startswith(b"{")  # plain JSON, not a pickle
@@ -69,13 +70,6 @@ def test_train_save_load_round_trip(tmp_path: Path) -> None:
     assert np.allclose(model.scores(matrix), loaded.scores(matrix))
     result = attribute(exp, method="learned", model=loaded)
     assert result.step == target and result.method == "learned"
-
-
-def test_labelled_examples_come_from_label_attributions() -> None:
-    exp, target = _failure(3)
-    labelled = exp.model_copy(update={"attribution": Attribution(step=target, method="label")})
-    guessed = exp.model_copy(update={"attribution": Attribution(step=0, method="heuristic")})
-    assert labelled_examples([labelled, guessed, exp]) == [(labelled, target)]
 
 
 def test_shipped_default_model_is_plain_json() -> None:

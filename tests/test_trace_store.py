@@ -141,7 +141,8 @@ def test_labels_are_kept_and_train_the_tracer(fake_kb: KnowledgeBase) -> None:
         fake_kb.get_experience(ids[0]).attribution.method == "label"
     )  # a label is never overwritten
     result = fake_kb.train_tracer()
-    assert result.examples == 4 and Path(result.path).exists()
+    assert result.labels == 4 and result.synthetic == 0 and Path(result.path).exists()
+    assert result.base is not None  # the shipped model, fine-tuned on the store's labels
     assert fake_kb.trace(ids[1], store=False).method == "learned"  # auto now uses the store's model
 
 
@@ -208,3 +209,43 @@ def test_a_human_label_and_the_tracers_answer_are_both_kept(kb: KnowledgeBase) -
     again = kb.trace(failure_id, method="heuristic")
     stored = kb.get_experience(failure_id)
     assert stored.attribution.step == 2 and stored.tracer_attribution == again
+
+
+@pytest.mark.slow
+def test_cli_synthesizes_labelled_failures_and_trains_on_them(tmp_path: Path) -> None:
+    runner = CliRunner()
+    store_dir = str(tmp_path / "s")
+    out = tmp_path / "faults.jsonl"
+    made = runner.invoke(
+        app,
+        ["--store", store_dir, "tracer", "synth", str(out), "--team-runs", "3", "--add", "--json"],
+    )
+    assert made.exit_code == 0, made.output
+    report = json.loads(made.stdout)
+    assert report["successes"] == 3 and report["failures"] == report["imported"] > 0
+    assert report["confirmed"] == {"replay": report["failures"]}  # every team fault replayed
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(lines) == report["failures"]
+    assert all(line["attribution"]["method"] == "label" for line in lines)
+    again = runner.invoke(
+        app, ["--store", str(tmp_path / "t"), "tracer", "synth", str(tmp_path / "b.jsonl"),
+              "--team-runs", "3", "--json"],
+    )  # fmt: skip
+
+    def content(path: Path) -> list[dict[str, Any]]:  # all but the time each record was made
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        return [{**r, "provenance": {**r["provenance"], "created_at": None}} for r in rows]
+
+    assert content(tmp_path / "b.jsonl") == content(out)  # seeded: the same failures
+    assert again.exit_code == 0
+    trained = runner.invoke(app, ["--store", store_dir, "tracer", "train", "--json"])
+    assert trained.exit_code == 0, trained.output
+    result = json.loads(trained.stdout)
+    assert result["labels"] == report["failures"] and Path(result["path"]).is_file()
+    bad = runner.invoke(
+        app, ["--store", store_dir, "tracer", "synth", str(out), "--faults", "typo"]
+    )
+    assert bad.exit_code != 0 and "unknown fault types" in bad.output
+    assert "Traceback" not in bad.output
+    none = runner.invoke(app, ["--store", str(tmp_path / "u"), "tracer", "train"])
+    assert none.exit_code != 0 and "label at least 3" in none.output

@@ -1,4 +1,4 @@
-"""``kb trace``, ``kb label``, ``kb train-tracer``: failure attribution."""
+"""``kb trace``, ``kb label``, ``kb tracer synth|train``: failure attribution."""
 
 from __future__ import annotations
 
@@ -104,17 +104,97 @@ def label(
         )
 
 
+tracer_app = typer.Typer(
+    help="The trained tracer: make labelled failures by fault injection, train on labels.",
+    no_args_is_help=True,
+)
+
+
 @handle_errors
-def train_tracer(as_json: JsonOpt = False) -> None:
-    """Fit the learned tracer on the labelled failures in the store."""
+def synth(
+    out: Annotated[Path, typer.Argument(help="The JSONL file to write the failures to.")],
+    sources: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--from", help="A trajectory file or folder whose successes get faults (repeatable)."
+        ),
+    ] = None,
+    from_store: Annotated[
+        bool, typer.Option("--from-store", help="Also use the store's successful runs.")
+    ] = False,
+    team_runs: Annotated[
+        int, typer.Option(help="Also generate this many replayable multi-agent runs.")
+    ] = 0,
+    split: Annotated[
+        str, typer.Option(help="train | heldout: domains, agent names and wording of those runs.")
+    ] = "train",
+    per_success: Annotated[int, typer.Option(help="Faults tried per success.")] = 3,
+    faults: Annotated[
+        str | None, typer.Option(help="Comma-separated fault types (default: all).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed: the same seed makes the same file.")] = 0,
+    add: Annotated[
+        bool, typer.Option("--add", help="Also add the labelled failures to the store.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Inject programmed faults into successful runs and write labelled failures (agent, step,
+    fault type) as native JSONL; faults in replayable runs are confirmed to flip the outcome."""
+    kinds = [f.strip() for f in faults.split(",") if f.strip()] if faults else None
     with store() as kb:
-        result = kb.train_tracer()
+        report = kb.synthesize_failures(
+            out,
+            sources=sources or [],
+            from_store=from_store,
+            team_runs=team_runs,
+            split=split,
+            per_success=per_success,
+            faults=kinds,
+            seed=seed,
+            add=add,
+        )
+    if as_json:
+        print_json(report)
+        return
+    confirmed = sum(report.confirmed.values())
+    console.print(
+        f"{report.failures} labelled failures from {report.successes} successes -> {report.path}"
+        f" ({confirmed} confirmed to flip the outcome: "
+        f"{', '.join(f'{k} {v}' for k, v in report.confirmed.items()) or 'none'}; "
+        f"{report.unconfirmed} unconfirmed; {report.dropped_no_flip} dropped, no flip)",
+        highlight=False,
+    )
+    console.print(
+        "by fault: " + ", ".join(f"{k} {v}" for k, v in sorted(report.by_fault.items())),
+        highlight=False,
+    )
+    if add:
+        console.print(f"added {report.imported} to the store")
+
+
+@handle_errors
+def train_tracer(
+    with_successes: Annotated[
+        bool,
+        typer.Option(
+            "--with-successes", help="Also inject faults into the store's successful runs."
+        ),
+    ] = False,
+    per_success: Annotated[int, typer.Option(help="Faults per success (with successes).")] = 3,
+    seed: Annotated[int, typer.Option(help="Seed of the faults and the fit.")] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train the tracer on the store's labelled failures (the shipped model fine-tuned on them)."""
+    with store() as kb, progress_bar("training the tracer", None, enabled=not as_json):
+        result = kb.train_tracer(with_successes=with_successes, per_success=per_success, seed=seed)
     if as_json:
         print_json(result)
     else:
         console.print(
-            f"trained on {result.examples} labelled failures "
-            f"(train step accuracy {result.train_step_accuracy:.0%}); saved to {result.path}"
+            f"trained on {result.examples} labelled failures ({result.labels} labels, "
+            f"{result.synthetic} synthetic; train step accuracy "
+            f"{result.train_step_accuracy:.0%}, agent {result.train_agent_accuracy:.0%}); "
+            f"saved to {result.path}"
         )
 
 
@@ -122,4 +202,7 @@ def register(app: typer.Typer) -> None:
     """Add the tracing commands to the app."""
     app.command("trace")(trace)
     app.command("label")(label)
-    app.command("train-tracer")(train_tracer)
+    tracer_app.command("synth")(synth)
+    tracer_app.command("train")(train_tracer)
+    app.add_typer(tracer_app, name="tracer")
+    app.command("train-tracer", hidden=True)(train_tracer)  # the old name

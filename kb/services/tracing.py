@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from kb.errors import Invalid, KBError, NotFound
@@ -52,11 +53,30 @@ class TraceLine(BaseModel):
 
 
 class TrainReport(BaseModel):
-    """Where the trained tracer was saved, from how many labelled failures, how well it fits."""
+    """Where the trained tracer was saved, from how many labelled failures (human labels and
+    faults injected into the store's successes), and how well it fits them."""
 
     path: str
     examples: int
+    labels: int
+    synthetic: int
+    base: str | None = None
     train_step_accuracy: float
+    train_agent_accuracy: float
+
+
+class SynthesisReport(BaseModel):
+    """What fault injection made: labelled failures written (and imported), by fault type, and
+    how many were confirmed to flip the outcome (by replay, gold actions or the answer)."""
+
+    path: str
+    successes: int
+    failures: int
+    by_fault: dict[str, int] = {}
+    confirmed: dict[str, int] = {}
+    unconfirmed: int = 0
+    dropped_no_flip: int = 0
+    imported: int = 0
 
 
 class LabelImportReport(BaseModel):
@@ -84,18 +104,18 @@ class Tracing(Service):
         self.skills = skills
 
     def _tracer_model(self, method: str) -> LearnedModel | None:
-        """The store's own trained tracer; the shipped default only when asked for by name.
-
-        ``auto`` prefers the heuristic over the shipped model: that model saw 27 single-agent
-        tool-calling logs, and its general signals transfer less well than the heuristic's to
-        logs of other shapes (multi-agent chats, other tools).
-        """
+        """The store's own trained tracer; else the shipped one for ``learned``, and for ``auto``
+        only when its training recorded that it beats the heuristic
+        (:func:`kb.trace.preferred_model`)."""
+        from kb.trace import preferred_model
         from kb.trace.learned import LearnedModel, default_model
 
         trained = self.store.path / TRACER_FILE
         if trained.exists():
             return LearnedModel.load(trained)
-        return default_model() if method == "learned" else None
+        if method == "learned":
+            return default_model()
+        return preferred_model() if method == "auto" else None
 
     def _as_experience(self, target: Any) -> tuple[ExperienceCreate, str | None]:
         if isinstance(target, str):
@@ -303,27 +323,159 @@ class Tracing(Service):
                 report.labelled.append(exp.id)
         return report
 
-    def train(self) -> TrainReport:
-        """Fit the learned tracer on the labelled failures of this namespace and keep it in the
-        store (used by ``trace(method="learned")`` and ``auto`` from then on)."""
-        from kb.trace.learned import labelled_examples, train
+    def synthesize(
+        self,
+        out: str | Path,
+        *,
+        sources: Sequence[str | Path] = (),
+        from_store: bool = False,
+        team_runs: int = 0,
+        split: str = "train",
+        per_success: int = 3,
+        faults: Sequence[str] | None = None,
+        seed: int = 0,
+        add: bool = False,
+    ) -> SynthesisReport:
+        """Make labelled failures by injecting faults into successful runs (the AgenTracer
+        recipe, :func:`kb.trace.synthesize`) and write them as native JSONL.
 
-        examples = labelled_examples(self.records.iter_experiences(outcome=Outcome.failure.value))
-        if len(examples) < 3:
-            raise Invalid(
-                f"{len(examples)} labelled failures; label at least 3 "
-                "(`kb label ID --step N` or `kb import LABELS.json`)"
+        Args:
+            out: the JSONL file to write.
+            sources: trajectory files or folders (any importable format); their successes are used.
+            from_store: also use this namespace's successful experiences.
+            team_runs: also generate this many templated multi-agent runs (named agents,
+                replayable, so every fault is confirmed by replay).
+            split: ``train`` or ``heldout``: which domains, agent names and wording the
+                templated runs use.
+            per_success: faults tried per success.
+            faults: fault types (default: all of :data:`kb.trace.FAULTS`).
+            seed: makes the output deterministic.
+            add: also add the failures to the store (with their labels), for ``train``.
+        """
+        from kb.importers import iter_experiences
+        from kb.trace import FAULTS, SynthReport, generate_team_logs, synthesize, write_jsonl
+        from kb.trace.teamworld import SPLITS
+
+        if split not in SPLITS:
+            raise Invalid(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
+        unknown = set(faults or ()) - set(FAULTS)
+        if unknown:
+            raise Invalid(f"unknown fault types {sorted(unknown)}; choose from {', '.join(FAULTS)}")
+        if per_success < 1 or team_runs < 0:
+            raise Invalid("per_success must be at least 1 and team_runs not negative")
+        successes: list[ExperienceCreate] = []
+        for source in sources:
+            path = Path(source)
+            if not path.exists():
+                raise NotFound(f"{path}: no such file or folder")
+            files = (
+                sorted(p for p in path.rglob("*") if p.suffix in {".json", ".jsonl"})
+                if path.is_dir()
+                else [path]
             )
-        model = train(examples, references=lambda e: self._successes_like(e))
+            for file in files:
+                for _, item in iter_experiences(file):
+                    if isinstance(item, ExperienceCreate) and item.outcome == Outcome.success:
+                        successes.append(item)
+        if from_store:
+            successes += list(self.records.iter_experiences(outcome=Outcome.success.value))
+        if team_runs:
+            successes += generate_team_logs(team_runs, seed=seed, split=split)
+        if not successes:
+            raise Invalid(
+                "no successful runs to inject faults into: give trajectory files, "
+                "--from-store or --team-runs"
+            )
+        report = SynthReport()
+        made = synthesize(
+            successes,
+            seed=seed,
+            per_success=per_success,
+            faults=tuple(faults or FAULTS),
+            report=report,
+        )
+        path = write_jsonl(made, Path(out))
+        imported = (
+            sum(r.action == "added" for r in self.experiences.admit(made)) if add and made else 0
+        )
+        return SynthesisReport(
+            path=str(path),
+            successes=len(successes),
+            failures=report.made,
+            by_fault=report.by_fault,
+            confirmed=report.confirmed,
+            unconfirmed=report.unconfirmed,
+            dropped_no_flip=report.no_flip,
+            imported=imported,
+        )
+
+    def train(
+        self, *, with_successes: bool = False, per_success: int = 3, seed: int = 0
+    ) -> TrainReport:
+        """Train the tracer on this namespace's labelled failures (human labels, and synthetic
+        failures added by ``synthesize(add=True)``) and keep it in the store (used by
+        ``trace(method="learned")`` and ``auto`` from then on).
+
+        The shipped model is fine-tuned on them when it exists; a store with 40 labelled
+        failures or more and no shipped model trains from scratch. With ``with_successes``
+        faults are also injected into the namespace's successful runs.
+        """
+        from kb.trace import train
+        from kb.trace.fit import examples_from
+        from kb.trace.learned import DEFAULT_EMBEDDER, default_model
+
+        labelled = [
+            e
+            for e in self.records.iter_experiences(outcome=Outcome.failure.value)
+            if e.attribution is not None and e.attribution.method == "label"
+        ]
+        successes = (
+            list(self.records.iter_experiences(outcome=Outcome.success.value))
+            if with_successes
+            else []
+        )
+        if len(examples_from(labelled)) < 3 and not successes:
+            raise Invalid(
+                f"{len(labelled)} labelled failures; label at least 3 "
+                "(`kb label ID --step N`, `kb import LABELS.json` or `kb tracer synth --add`)"
+            )
+        base = default_model()
+        own = self.store.embedder
+        embed = (
+            own.encode
+            if self.store.model_matches() and getattr(own, "name", None) == DEFAULT_EMBEDDER
+            else None
+        )
+        model = train(
+            labelled,
+            successes=successes,
+            base=base if base is not None and base.is_text else None,
+            embed=embed,
+            seed=seed,
+            per_success=per_success,
+        )
         path = self.store.path / TRACER_FILE
         tmp = path.with_suffix(".tmp")
         model.save(tmp)
         os.replace(tmp, path)
-        hits = sum(int(model.scores(_features(exp)).argmax()) == step for exp, step in examples)
+        examples = examples_from(labelled)
+        hits_step = hits_agent = 0
+        for example in examples:
+            got = model.explain(example.experience, embed=embed)
+            guess = got.attribution
+            step = guess.step if guess.step is not None else int(np.argmax(got.step_probs))
+            agent = guess.agent or max(got.agent_shares, key=lambda a: got.agent_shares[a])
+            hits_step += step == example.step
+            hits_agent += agent.lower() == example.agent.lower()
+        n = max(1, len(examples))
         return TrainReport(
             path=str(path),
-            examples=len(examples),
-            train_step_accuracy=round(hits / len(examples), 3),
+            examples=int(model.meta.get("examples", len(examples))),
+            labels=len(examples),
+            synthetic=int(model.meta.get("examples", len(examples))) - len(examples),
+            base=None if base is None else str(base.meta.get("trained_at") or "shipped"),
+            train_step_accuracy=round(hits_step / n, 3),
+            train_agent_accuracy=round(hits_agent / n, 3),
         )
 
     def export_pairs(self, path: str | Path) -> ExportReport:
@@ -359,9 +511,3 @@ def _labelled(exp: Experience, label: Attribution) -> dict[str, Any]:
     if exp.attribution is not None and exp.attribution.method != "label":
         change["tracer_attribution"] = exp.attribution
     return change
-
-
-def _features(exp: ExperienceCreate) -> Any:
-    from kb.trace.features import extract
-
-    return extract(exp, use_references=False)

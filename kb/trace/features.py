@@ -362,7 +362,7 @@ def extract(
                 truth_shape
                 and not claimed
                 and truth not in lower
-                and any(_shape(v) == truth_shape for v in novel)
+                and any(_shape(v) == truth_shape and _near(v, truth) for v in novel)
             ):
                 row[col["claim_mismatch"]] = 1.0  # only the first such claim: its origin
                 claimed = True
@@ -396,6 +396,21 @@ def extract(
         if trigger is not None:
             out[trigger, col["before_bad_call"]] = 1.0
     return out
+
+
+def _near(value: str, truth: str) -> bool:
+    """A misstatement of the truth rather than another figure: within half of it, or the same
+    digits but one or two."""
+    a, b = re.sub(r"[^\d.]", "", value), re.sub(r"[^\d.]", "", truth)
+    if not a or not b:
+        return False
+    if len(a) == len(b) and sum(x != y for x, y in zip(a, b, strict=True)) <= 2:
+        return True
+    try:
+        x, y = float(a.strip(".")), float(b.strip("."))
+    except ValueError:
+        return False
+    return y != 0 and abs(x - y) <= 0.5 * abs(y)
 
 
 def _shape(value: str) -> str:

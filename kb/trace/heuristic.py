@@ -36,6 +36,10 @@ WEIGHTS: dict[str, float] = {
 """Weight of each signal. Chosen by hand from what each signal means, not fitted to a data set."""
 
 SYSTEM_PENALTY = -5.0
+TEMPERATURE = 2.3
+"""Softmax temperature of the scores, so that the confidence is a probability rather than the
+near-certainty a temperature of 1 gave (``benchmarks/bench_tracer.py`` reports the reliability
+table of the resulting confidence on held-out faults)."""
 
 
 def score(features: np.ndarray, roles: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -59,8 +63,12 @@ def attribute(
     roles = [role_of(s) for s in experience.steps]
     scores, contributions = score(features, roles)
     return attribution_from_scores(
-        experience, scores, method="heuristic", contributions=contributions
+        experience,
+        scores,
+        method="heuristic",
+        contributions=contributions,
+        temperature=TEMPERATURE,
     )
 
 
-__all__ = ["FEATURES", "WEIGHTS", "attribute", "score"]
+__all__ = ["FEATURES", "TEMPERATURE", "WEIGHTS", "attribute", "score"]

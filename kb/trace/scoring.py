@@ -35,7 +35,24 @@ def softmax(scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
         return scores
     z = (scores - scores.max()) / max(temperature, 1e-6)
     e = np.exp(z)
-    return e / e.sum()
+    return np.asarray(e / e.sum())
+
+
+def explain_step(
+    contributions: np.ndarray | None, best: int, names: Sequence[str] = FEATURES
+) -> str:
+    """The largest positive contributions to a step's score, in words ("" when none is named)."""
+    if contributions is None:
+        return ""
+    row = contributions[best]
+    reasons: list[str] = []
+    for j in np.argsort(-row)[:8]:
+        name = names[int(j)]
+        if row[j] > 0 and name in DESCRIPTIONS:
+            reasons.append(DESCRIPTIONS[name])
+        if len(reasons) == 3:
+            break
+    return "; ".join(reasons)
 
 
 def attribution_from_scores(
@@ -49,32 +66,26 @@ def attribution_from_scores(
     """The attribution a score vector makes: the best step, its agent, a reason, the softmax
     probability as confidence, and every step's normalised score.
 
+    The system prompt is never blamed, nor a tool's raw output while an agent or the user spoke.
     ``contributions`` (steps x features) explains the chosen step: its largest positive
     contributions are named in the reason.
     """
+    from kb.trace.agents import agent_name
+    from kb.trace.learned import calibrated, confidence_of
+
     steps = experience.steps
     if not steps:
         return Attribution(reason="the experience has no steps", method=method)
-    probs = softmax(np.asarray(scores, dtype=np.float64), temperature)
+    probs = calibrated(experience, np.asarray(scores, dtype=np.float64), temperature)
     best = int(np.argmax(probs))
-    reasons: list[str] = []
-    if contributions is not None:
-        row = contributions[best]
-        order = np.argsort(-row)
-        for j in order[:6]:
-            name = FEATURES[int(j)]
-            if row[j] > 0 and name in DESCRIPTIONS:
-                reasons.append(DESCRIPTIONS[name])
-            if len(reasons) == 3:
-                break
-    step = steps[best]
-    who = step.agent or step.role or "unknown"
-    reason = f"step {best} ({who}): " + ("; ".join(reasons) if reasons else "highest score")
+    why = explain_step(contributions, best)
+    who = agent_name(steps[best])
+    reason = f"step {best} ({who}): " + (why or "highest score")
     return Attribution(
         agent=who,
         step=best,
         reason=f"{reason} [{method}]",
-        confidence=float(probs[best]),
+        confidence=confidence_of(probs, best),
         step_scores=[float(p) for p in probs],
         method=method,
     )

@@ -589,6 +589,16 @@ class KnowledgeBase:
         """Check the model, the index against SQL, and versions."""
         return self.transfer.doctor()
 
+    def index_lag(self) -> dict[str, Any]:
+        """How far this store's index is behind SQL's change log: entries not applied yet,
+        the age in seconds of the oldest, build progress and the last error."""
+        return self.store.follower.lag()
+
+    def follow(self, *, interval: float | None = None) -> None:
+        """Keep this store's index following SQL's change log in the background (a server
+        sharing its database with others); every ``interval`` seconds (``KB_FOLLOW_INTERVAL``)."""
+        self.store.follower.start(interval or self.store.settings.follow_interval)
+
     def reindex(self, *, progress: Progress | None = None) -> int:
         """Rebuild the whole index from SQL with the configured model; returns rows indexed."""
         return self.store.reindex(progress=progress)

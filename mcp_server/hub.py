@@ -82,6 +82,7 @@ class Hub:
             kb = self.kb(self.namespace)
             kb.embedder.inner.encode(["warm up"])
             kb.store.ready()
+            kb.follow()
         except KBError as exc:  # the first call that needs the model reports it to the caller
             self.warm_error = str(exc)
             log.warning(
@@ -118,6 +119,10 @@ class Hub:
             with self._lock:
                 inner = self._store.embedder.inner if self._store is not None else None
         return inner is not None and bool(getattr(inner, "loaded", True))
+
+    def index_lag(self) -> dict[str, Any]:
+        """How far the server's index is behind the database's change log."""
+        return self.kb(self.namespace).index_lag()
 
     def close(self) -> None:
         if self._warm is not None:

@@ -153,12 +153,17 @@ def test_reindex_rebuilds_a_lost_index_from_sql(tmp_path: Path) -> None:
         ids = [r.id for r in kb.add_experiences([{"task": f"zebra{i} grazes"} for i in range(3)])]
     shutil.rmtree(path / "index")
     with KnowledgeBase.open(path, embedder=HashEmbedder()) as kb:
-        assert kb.search("zebra1", mode="lexical") == []
-        report = kb.doctor()
+        report = kb.doctor()  # reads only: the loss shows
         assert not report.ok
         assert "3 missing from the index" in " ".join(c.detail for c in report.checks)
         assert kb.reindex() == 3
         assert [h.id for h in kb.search("zebra1", mode="lexical")] == [ids[1]]
+        assert kb.doctor().ok
+    # an index folder without its cursor (a new server's) is built from SQL on first use
+    shutil.rmtree(path / "index")
+    with KnowledgeBase.open(path, embedder=HashEmbedder()) as kb:
+        assert [h.id for h in kb.search("zebra1", mode="lexical")] == [ids[1]]
+        assert kb.store.items.count() == 3
         assert kb.doctor().ok
 
 

@@ -77,7 +77,7 @@ class Follower:
 
     def reset(self, heads: dict[str, int]) -> None:
         """Record that the index reflects the log up to ``heads`` (after a full rebuild)."""
-        with self._lock:
+        with self.store.writing():
             self._save(heads)
 
     def advance(self, assigned: dict[str, tuple[int, int]]) -> None:
@@ -85,7 +85,7 @@ class Follower:
         move the cursor over them where it stood right before them, sparing a second pass."""
         if not assigned:
             return
-        with self._lock:
+        with self.store.writing():  # the cursor changes only under the store's write lock
             cursor = self.cursor()
             if cursor is None:
                 return
@@ -98,21 +98,29 @@ class Follower:
                 self._save(cursor)
 
     # -- catching up ---------------------------------------------------------------------------
-    def catch_up(self, *, progress: Callable[[int, int], None] | None = None) -> int:
+    def catch_up(
+        self, *, progress: Callable[[int, int], None] | None = None, wait: bool = True
+    ) -> int:
         """Apply every change-log entry the index lacks (building the index from SQL first when
         it has no cursor); returns how many entries (or records, when building) were applied.
 
         Args:
             progress: called with (done, total) records while the index is built from SQL.
+            wait: when another thread is catching up already, wait for it (else return 0).
         """
-        with self._lock:
+        # Lock order: this lock, then the store's write lock (taken per batch), never the
+        # reverse; writers move the cursor under the write lock alone.
+        if not self._lock.acquire(blocking=wait):
+            return 0
+        try:
             cursor = self.cursor()
             applied = 0
             if cursor is None:
                 heads = self.store.sql.log_heads()  # read first: later entries are replayed
                 if self.store.items.count() == 0:
                     applied = self._build(progress)
-                self._save(heads)
+                with self.store.writing():
+                    self._save(heads)
                 cursor = heads
             for namespace, head in sorted(self.store.sql.log_heads().items()):
                 at = cursor.get(namespace, 0)
@@ -120,15 +128,17 @@ class Follower:
                     entries = self.store.sql.changes(namespace, after=at, limit=BATCH)
                     if not entries:
                         break
-                    self._apply(namespace, sorted({item_id for _, item_id, _ in entries}))
                     at = entries[-1][0]
-                    cursor[namespace] = at
-                    self._save(cursor)
+                    self._apply(namespace, sorted({item_id for _, item_id, _ in entries}), at)
                     applied += len(entries)
             self.last_sync = datetime.now(UTC)
             return applied
+        finally:
+            self._lock.release()
 
-    def _apply(self, namespace: str, ids: list[str]) -> None:
+    def _apply(self, namespace: str, ids: list[str], seq: int) -> None:
+        """Bring these records' index rows to their state in SQL, then move the cursor to
+        ``seq`` (never back: a local write may have moved it further meanwhile)."""
         store = self.store
         live = store.records(namespace).get_any(ids)
         gone = [i for i in ids if i not in live]
@@ -144,6 +154,9 @@ class Follower:
                 scope = f"namespace = {quote(namespace)} AND "
                 store.items.delete_where(scope + in_list("id", gone))
                 store.windows.delete_where(scope + in_list("exp_id", gone))
+            cursor = self.cursor() or {}
+            cursor[namespace] = max(cursor.get(namespace, 0), seq)
+            self._save(cursor)
 
     def _build(self, progress: Callable[[int, int], None] | None) -> int:
         store = self.store
@@ -158,6 +171,7 @@ class Follower:
                     store.sql.cache_put(store.embedder.drain())
                     store.items.upsert(store.index_rows(chunk, vectors), new=False)
                 done += len(chunk)
+                total = max(total, done)  # records written while building are built too
                 self.building = {"done": done, "total": total}
                 if progress is not None:
                     progress(done, total)

@@ -7,7 +7,7 @@ the shared state and the only write path.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -593,6 +593,12 @@ class KnowledgeBase:
         """How far this store's index is behind SQL's change log: entries not applied yet,
         the age in seconds of the oldest, build progress and the last error."""
         return self.store.follower.lag()
+
+    def catch_up(self, *, progress: Callable[[int, int], None] | None = None) -> int:
+        """Bring this store's index up to date with SQL's change log now (building it from SQL
+        first when it has never been built; ``progress(done, total)`` records); returns how many
+        entries or records were applied."""
+        return self.store.follower.catch_up(progress=progress)
 
     def follow(self, *, interval: float | None = None) -> None:
         """Keep this store's index following SQL's change log in the background (a server

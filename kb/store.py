@@ -235,7 +235,7 @@ class Store:
                 chunk = list(ids[start : start + 500])
                 self.items.delete_where(scope + in_list("id", chunk))
                 self.windows.delete_where(scope + in_list("exp_id", chunk))
-        self.follower.catch_up()  # moves the cursor over the tombstones or purges
+        self.follower.catch_up(wait=False)  # moves the cursor over the tombstones or purges
 
     def index_rows(self, items: Sequence[Item], vectors: np.ndarray) -> list[dict[str, Any]]:
         """The derived index rows of records."""

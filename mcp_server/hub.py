@@ -81,6 +81,7 @@ class Hub:
         try:
             kb = self.kb(self.namespace)
             kb.embedder.inner.encode(["warm up"])
+            kb.catch_up(progress=_build_progress)  # a new server's index is built from SQL
             kb.store.ready()
             kb.follow()
         except KBError as exc:  # the first call that needs the model reports it to the caller
@@ -174,6 +175,15 @@ class Hub:
             max_bytes=self.max_payload_bytes,
             step_chars=self.settings.max_step_chars,
         )
+
+
+def _build_progress(done: int, total: int) -> None:
+    log.info(
+        "index build %d/%d",
+        done,
+        total,
+        extra={"data": {"event": "index_build", "done": done, "total": total}},
+    )
 
 
 def current_hub() -> Hub:

@@ -27,7 +27,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Tests marked ``engines`` run once on SQLite and once on PostgreSQL (``KB_SQL_URL`` set to
     a fresh database of the session's server)."""
     if metafunc.definition.get_closest_marker("engines") is not None:
-        metafunc.fixturenames.append("sql_engine")
+        if "sql_engine" not in metafunc.fixturenames:
+            metafunc.fixturenames.append("sql_engine")
         metafunc.parametrize("sql_engine", ENGINES)
 
 

@@ -185,8 +185,8 @@ class Follower:
     # -- staleness -----------------------------------------------------------------------------
     def lag(self) -> dict[str, Any]:
         """How far the index is behind SQL: entries not yet applied (in all and per namespace),
-        the age in seconds of the oldest of them (0 when none), the build progress and the last
-        error."""
+        the age in seconds of the oldest of them (0 when none), the last entry applied per
+        namespace, the build progress and the last error."""
         heads = self.store.sql.log_heads()
         cursor = self.cursor()
         behind = {
@@ -204,6 +204,7 @@ class Follower:
             "behind": sum(behind.values()),
             "seconds": round(oldest, 3),
             "namespaces": behind,
+            "applied": cursor or {},
             "built": cursor is not None,
             "building": self.building,
             "error": self.error,

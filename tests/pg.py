@@ -28,6 +28,17 @@ def binaries() -> Path | None:
     return None
 
 
+def tool(name: str) -> Path | None:
+    """A PostgreSQL client program (``pg_dump``, ``pg_restore``): beside the server's binaries,
+    on PATH, or in Debian's folders."""
+    folders = [binaries()] + [Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"))]
+    for folder in folders:
+        if folder is not None and (folder / name).exists():
+            return folder / name
+    found = shutil.which(name)
+    return Path(found) if found else None
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -46,6 +57,10 @@ class PgServer:
     @property
     def admin_url(self) -> str:
         return f"postgresql://kb@127.0.0.1:{self.port}/postgres"
+
+    def libpq_url(self, database: str) -> str:
+        """The URL of a database for PostgreSQL's own tools (psql, pg_dump)."""
+        return f"postgresql://kb@127.0.0.1:{self.port}/{database}"
 
     def url(self, database: str) -> str:
         """The SQLAlchemy URL of a database on this server (psycopg 3)."""

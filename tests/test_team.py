@@ -29,6 +29,7 @@ from kb.embeddings import HashEmbedder
 from kb.errors import Conflict
 from kb.service import KnowledgeBase
 from tests.conftest import ROOT
+from tests.pg import PgServer, tool
 
 KB_BIN = Path(sys.executable).parent / "kb"
 NS = "team"
@@ -136,6 +137,51 @@ def test_a_schema_newer_than_this_release_is_refused(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["--store", str(store), "serve", "--http"])
     assert result.exit_code == 1 and "newer than this release" in result.output
     assert "Traceback" not in result.output
+
+
+# -- backup and restore ----------------------------------------------------------------------------
+@pytest.mark.timeout(300)
+def test_a_pg_dump_backup_restores_into_a_new_database_and_a_new_server(
+    tmp_path: Path, pg_server: PgServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dump, restore = tool("pg_dump"), tool("pg_restore")
+    if dump is None or restore is None:
+        pytest.skip("pg_dump / pg_restore not found beside the PostgreSQL server")
+    source = pg_server.create_database()
+    monkeypatch.setenv("KB_SQL_URL", source)
+    with _open(tmp_path / "a") as a:
+        ids = [r.id for r in a.add_experiences([{"task": f"heron {i} fishing"} for i in range(5)])]
+        a.update_experience(ids[0], {"strategy": "wade slowly"})
+        a.delete_experience(ids[1])
+        secret = a.create_token("backup", NS).secret
+        history = a.history(ids[0])
+    backup = tmp_path / "kb.dump"
+    subprocess.run(
+        [str(dump), "-Fc", "-f", str(backup), pg_server.libpq_url(source.rsplit("/", 1)[1])],
+        check=True,
+        capture_output=True,
+    )
+    target = pg_server.create_database()
+    subprocess.run(
+        [
+            str(restore),
+            "--no-owner",
+            "-d",
+            pg_server.libpq_url(target.rsplit("/", 1)[1]),
+            str(backup),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    monkeypatch.setenv("KB_SQL_URL", target)
+    with _open(tmp_path / "restored") as restored:  # a new server: its index is built from SQL
+        assert restored.search("heron 3 fishing", mode="lexical")[0].id == ids[3]
+        assert restored.store.items.ids() == set(ids) - {ids[1]}
+        assert restored.history(ids[0]) == history
+        assert restored.resolve_token(secret) == NS
+        assert restored.doctor().ok
+        restored.add_experience({"task": "heron after the restore"})  # the log goes on
+        assert restored.store.sql.log_heads()[NS] == 5 + 1 + 1 + 1
 
 
 # -- several servers end to end --------------------------------------------------------------------

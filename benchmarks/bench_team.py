@@ -92,6 +92,32 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def process_tree(root: int | None) -> list[int]:
+    """A process and its children (PostgreSQL's backends are children of the postmaster)."""
+    if root is None:
+        return []
+    pids = [root]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(stat[1]) == root:
+                pids.append(int(entry.name))
+    return pids
+
+
+def tree_cpu(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            total += cpu_seconds(pid)
+        except OSError:
+            continue  # it ended
+    return total
+
+
 def machine_busy() -> tuple[float, float]:
     """(busy, total) CPU seconds of the whole machine since boot."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
@@ -176,8 +202,13 @@ def call(client: httpx2.Client, server: Server, token: str, tool: str, args: dic
     return result["structuredContent"]
 
 
+POSTGRES_PID: list[int | None] = [None]
+
+
 def measured(servers: list[Server], work: Any) -> dict[str, Any]:
     """Run ``work()`` and the CPU accounting around it."""
+    pg_pids = process_tree(POSTGRES_PID[0])
+    pg_before = tree_cpu(pg_pids)
     before = {s.name: cpu_seconds(s.process.pid) for s in servers}
     me_before = time.process_time()
     busy0, total0 = machine_busy()
@@ -187,6 +218,7 @@ def measured(servers: list[Server], work: Any) -> dict[str, Any]:
     busy1, total1 = machine_busy()
     server_cpu = sum(cpu_seconds(s.process.pid) - before[s.name] for s in servers)
     client_cpu = time.process_time() - me_before
+    pg_cpu = tree_cpu(pg_pids) - pg_before
     capacity = total1 - total0
     busy = busy1 - busy0
     return {
@@ -198,7 +230,10 @@ def measured(servers: list[Server], work: Any) -> dict[str, Any]:
             "busy_fraction": round(busy / capacity, 3) if capacity else None,
             "servers_fraction": round(server_cpu / capacity, 3) if capacity else None,
             "bench_client_fraction": round(client_cpu / capacity, 3) if capacity else None,
-            "others_fraction": round(max(0.0, busy - server_cpu - client_cpu) / capacity, 3)
+            "postgres_fraction": round(pg_cpu / capacity, 3) if capacity else None,
+            "others_fraction": round(
+                max(0.0, busy - server_cpu - client_cpu - pg_cpu) / capacity, 3
+            )
             if capacity
             else None,
         },
@@ -351,6 +386,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         pg = PgServer(Path(tempfile.mkdtemp(prefix="kb-team-pg-")))
         pg.start()
         url = pg.create_database()
+        POSTGRES_PID[0] = pg.process.pid if pg.process is not None else None
     env = {
         **os.environ,
         "KB_SQL_URL": url,
@@ -478,7 +514,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "cpus": os.cpu_count(),
                 "loadavg_before": [round(x, 2) for x in load_before],
                 "loadavg_after": [round(x, 2) for x in load_after],
-                "note": "other engineers' jobs share these cores; see each phase's cpu fractions",
+                "note": "other engineers' jobs share these 2 cores: each phase's `cpu` says what "
+                "fraction of the cores' capacity the two servers, PostgreSQL, this client and "
+                "everything else (others_fraction) used",
             },
             "machine": {
                 "python": platform.python_version(),

@@ -48,6 +48,8 @@ class Follower:
         self.building: dict[str, int] | None = None
         """While the index is being built from SQL: ``{"done": n, "total": m}`` records."""
         self.last_sync: datetime | None = None
+        self._own: dict[str, set[int]] = {}
+        """Entries past the cursor that this process's writes indexed already."""
 
     # -- the cursor ----------------------------------------------------------------------------
     @property
@@ -82,7 +84,9 @@ class Follower:
 
     def advance(self, assigned: dict[str, tuple[int, int]]) -> None:
         """After this process indexed its own write (entries ``first..last`` per namespace):
-        move the cursor over them where it stood right before them, sparing a second pass."""
+        move the cursor over them where it stood right before them, else remember them so that
+        catching up skips them (another server's entries came first): no second pass either way.
+        """
         if not assigned:
             return
         with self.store.writing():  # the cursor changes only under the store's write lock
@@ -94,6 +98,8 @@ class Follower:
                 if cursor.get(namespace, 0) == first - 1:
                     cursor[namespace] = last
                     moved = True
+                else:
+                    self._own.setdefault(namespace, set()).update(range(first, last + 1))
             if moved:
                 self._save(cursor)
 
@@ -129,7 +135,11 @@ class Follower:
                     if not entries:
                         break
                     at = entries[-1][0]
-                    self._apply(namespace, sorted({item_id for _, item_id, _ in entries}), at)
+                    with self.store.writing():
+                        own = self._own.get(namespace, set())
+                        todo = {item_id for seq, item_id, _ in entries if seq not in own}
+                        own.difference_update(range(entries[0][0], at + 1))
+                    self._apply(namespace, sorted(todo), at)
                     applied += len(entries)
             self.last_sync = datetime.now(UTC)
             return applied
@@ -140,6 +150,10 @@ class Follower:
         """Bring these records' index rows to their state in SQL, then move the cursor to
         ``seq`` (never back: a local write may have moved it further meanwhile)."""
         store = self.store
+        if not ids:
+            with store.writing():
+                self._move(namespace, seq)
+            return
         live = store.records(namespace).get_any(ids)
         gone = [i for i in ids if i not in live]
         items = list(live.values())
@@ -154,9 +168,12 @@ class Follower:
                 scope = f"namespace = {quote(namespace)} AND "
                 store.items.delete_where(scope + in_list("id", gone))
                 store.windows.delete_where(scope + in_list("exp_id", gone))
-            cursor = self.cursor() or {}
-            cursor[namespace] = max(cursor.get(namespace, 0), seq)
-            self._save(cursor)
+            self._move(namespace, seq)
+
+    def _move(self, namespace: str, seq: int) -> None:
+        cursor = self.cursor() or {}
+        cursor[namespace] = max(cursor.get(namespace, 0), seq)
+        self._save(cursor)
 
     def _build(self, progress: Callable[[int, int], None] | None) -> int:
         store = self.store

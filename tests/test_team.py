@@ -154,7 +154,7 @@ def test_a_pg_dump_backup_restores_into_a_new_database_and_a_new_server(
         a.update_experience(ids[0], {"strategy": "wade slowly"})
         a.delete_experience(ids[1])
         secret = a.create_token("backup", NS).secret
-        history = a.history(ids[0])
+        history = a.experience_history(ids[0])
     backup = tmp_path / "kb.dump"
     subprocess.run(
         [str(dump), "-Fc", "-f", str(backup), pg_server.libpq_url(source.rsplit("/", 1)[1])],
@@ -177,7 +177,7 @@ def test_a_pg_dump_backup_restores_into_a_new_database_and_a_new_server(
     with _open(tmp_path / "restored") as restored:  # a new server: its index is built from SQL
         assert restored.search("heron 3 fishing", mode="lexical")[0].id == ids[3]
         assert restored.store.items.ids() == set(ids) - {ids[1]}
-        assert restored.history(ids[0]) == history
+        assert restored.experience_history(ids[0]) == history
         assert restored.resolve_token(secret) == NS
         assert restored.doctor().ok
         restored.add_experience({"task": "heron after the restore"})  # the log goes on

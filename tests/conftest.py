@@ -20,16 +20,17 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
 
 
-ENGINES = ("sqlite", "postgres")
-
-
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Tests marked ``engines`` run once on SQLite and once on PostgreSQL (``KB_SQL_URL`` set to
-    a fresh database of the session's server)."""
+    a fresh database of the session's server; in the slow tier)."""
     if metafunc.definition.get_closest_marker("engines") is not None:
         if "sql_engine" not in metafunc.fixturenames:
             metafunc.fixturenames.append("sql_engine")
-        metafunc.parametrize("sql_engine", ENGINES)
+        # the PostgreSQL runs repeat fast SQLite tests against a server: the slow tier (`make
+        # test` runs both tiers; `make test-fast` keeps to SQLite)
+        metafunc.parametrize(
+            "sql_engine", ["sqlite", pytest.param("postgres", marks=pytest.mark.slow)]
+        )
 
 
 @pytest.fixture(autouse=True)

@@ -91,6 +91,7 @@ def test_change_log_has_no_gaps_under_concurrent_writers(tmp_path: Path, sql_eng
             kb.close()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_a_new_server_builds_its_index_from_sql_and_follows_every_change(
     tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
@@ -140,6 +141,7 @@ def test_a_schema_newer_than_this_release_is_refused(tmp_path: Path) -> None:
 
 
 # -- backup and restore ----------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_a_pg_dump_backup_restores_into_a_new_database_and_a_new_server(
     tmp_path: Path, pg_server: PgServer, monkeypatch: pytest.MonkeyPatch

@@ -49,6 +49,7 @@ class Follower:
         """While the index is being built from SQL: ``{"done": n, "total": m}`` records."""
         self.last_sync: datetime | None = None
         self._own: dict[str, set[int]] = {}
+        self._own_lock = threading.Lock()
         """Entries past the cursor that this process's writes indexed already."""
 
     # -- the cursor ----------------------------------------------------------------------------
@@ -99,7 +100,8 @@ class Follower:
                     cursor[namespace] = last
                     moved = True
                 else:
-                    self._own.setdefault(namespace, set()).update(range(first, last + 1))
+                    with self._own_lock:
+                        self._own.setdefault(namespace, set()).update(range(first, last + 1))
             if moved:
                 self._save(cursor)
 
@@ -135,7 +137,7 @@ class Follower:
                     if not entries:
                         break
                     at = entries[-1][0]
-                    with self.store.writing():
+                    with self._own_lock:  # not the write lock: that waits behind writers
                         own = self._own.get(namespace, set())
                         todo = {item_id for seq, item_id, _ in entries if seq not in own}
                         own.difference_update(range(entries[0][0], at + 1))

@@ -3,12 +3,21 @@
 #   bubblewrap  the skill sandbox (tests of executable skills fail without it: fail closed)
 #   chromium, chromium-driver  the browser test of `kb view` (headless; skipped with a reason
 #               where they are missing)
+#   postgresql  the tests that also run on PostgreSQL start a throwaway server from its binaries
+#               (initdb, postgres; as an unprivileged user when run as root); skipped with a
+#               reason where none can start
 # Elsewhere it prints what to install and carries on.
 set -euo pipefail
 need=()
 command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
 [[ -x /usr/bin/chromium ]] || need+=(chromium)
 [[ -x /usr/bin/chromedriver ]] || need+=(chromium-driver)
+have_postgres() {
+  command -v initdb >/dev/null 2>&1 && return 0
+  [[ -x /usr/local/bin/initdb ]] && return 0
+  compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null
+}
+have_postgres || need+=(postgresql)
 if ((${#need[@]} == 0)); then
   exit 0
 fi

@@ -49,6 +49,10 @@ class Settings(BaseSettings):
         120.0, ge=0, description="HTTP MCP requests a minute per token (0: no limit)"
     )
     rate_burst: int = Field(30, ge=1, description="HTTP MCP requests a token may send at once")
+    # Several servers on one database: how often each server's index checks SQL's change log.
+    follow_interval: float = Field(
+        0.25, gt=0, le=60, description="seconds between a server's checks of the change log"
+    )
     # Pre-execution gate: how long a session (one agent run) is kept after its last check.
     gate_session_days: float = Field(7.0, gt=0, description="days a gate session is kept")
     # Records: a step's content, result or error is stored whole up to this many characters.

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     Connection,
@@ -25,6 +26,8 @@ from sqlalchemy import (
     Table,
     text,
 )
+
+from kb.errors import Conflict
 
 
 def _v1_schema() -> MetaData:
@@ -267,17 +270,52 @@ def _m004_gate_sessions(conn: Connection) -> None:
     v4.create_all(conn)
 
 
+def _m005_change_log(conn: Connection) -> None:
+    """The ordered change log the derived indexes follow: one row per changed record, numbered
+    per namespace under the write lock (so a follower never skips a committed change), and the
+    head of each namespace's log."""
+    v5 = MetaData()
+    Table(
+        "change_log",
+        v5,
+        Column("namespace", String(), primary_key=True),
+        Column("seq", BigInteger(), primary_key=True, autoincrement=False),
+        Column("item_id", String(), nullable=False),
+        Column("op", String(), nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+    )
+    Table(
+        "log_heads",
+        v5,
+        Column("namespace", String(), primary_key=True),
+        Column("seq", BigInteger(), nullable=False),
+    )
+    v5.create_all(conn)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "initial schema", _m001_initial),
     (2, "identity (namespace, id); source keys, versions, tombstones", _m002_namespaced_identity),
     (3, "skill package files", _m003_skill_files),
     (4, "gate sessions, decisions and policies", _m004_gate_sessions),
+    (5, "change log of records, followed by each server's index", _m005_change_log),
 ]
 LATEST = MIGRATIONS[-1][0]
 
 
+MIGRATION_LOCK = 0x6B620001
+"""PostgreSQL advisory lock key of migrations: servers starting together migrate one at a time."""
+
+
+class SchemaTooNew(Conflict):
+    """The database was migrated by a newer release than this one."""
+
+
 def migrate(conn: Connection) -> int:
-    """Apply every migration not yet recorded; return the schema version."""
+    """Apply every migration not yet recorded; return the schema version. Refuses (raises
+    :class:`SchemaTooNew`) a database whose schema is newer than this code knows."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
     conn.execute(
         text(
             "CREATE TABLE IF NOT EXISTS schema_migrations "
@@ -285,6 +323,11 @@ def migrate(conn: Connection) -> int:
         )
     )
     done = {row[0] for row in conn.execute(text("SELECT version FROM schema_migrations"))}
+    if done and max(done) > LATEST:
+        raise SchemaTooNew(
+            f"the database's schema is version {max(done)}, newer than this release of kb knows "
+            f"({LATEST}); upgrade kb on this machine (`pip install -U agent-kb`) before using it"
+        )
     for version, name, apply in MIGRATIONS:
         if version not in done:
             apply(conn)

@@ -7,7 +7,7 @@ the shared state and the only write path.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -639,6 +639,22 @@ class KnowledgeBase:
     def doctor(self) -> DoctorReport:
         """Check the model, the index against SQL, and versions."""
         return self.transfer.doctor()
+
+    def index_lag(self) -> dict[str, Any]:
+        """How far this store's index is behind SQL's change log: entries not applied yet,
+        the age in seconds of the oldest, build progress and the last error."""
+        return self.store.follower.lag()
+
+    def catch_up(self, *, progress: Callable[[int, int], None] | None = None) -> int:
+        """Bring this store's index up to date with SQL's change log now (building it from SQL
+        first when it has never been built; ``progress(done, total)`` records); returns how many
+        entries or records were applied."""
+        return self.store.follower.catch_up(progress=progress)
+
+    def follow(self, *, interval: float | None = None) -> None:
+        """Keep this store's index following SQL's change log in the background (a server
+        sharing its database with others); every ``interval`` seconds (``KB_FOLLOW_INTERVAL``)."""
+        self.store.follower.start(interval or self.store.settings.follow_interval)
 
     def reindex(self, *, progress: Progress | None = None) -> int:
         """Rebuild the whole index from SQL with the configured model; returns rows indexed."""

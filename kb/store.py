@@ -24,6 +24,7 @@ from kb import documents as docs
 from kb.config import Settings
 from kb.embeddings import CachedEmbedder, Embedder, SentenceTransformerEmbedder
 from kb.errors import Conflict, Invalid, ModelMismatch
+from kb.follow import Follower
 from kb.models import Experience, Kind, Skill, new_id
 from kb.stores.graph import Graph
 from kb.stores.index import ITEMS, WINDOWS, Index, connect, in_list, quote
@@ -67,6 +68,8 @@ class Store:
         self._graphs: dict[str, tuple[str, Graph]] = {}
         self._groups: dict[str, GroupCommit] = {}
         self._repaired = False
+        self.follower = Follower(self)
+        """Keeps the index up to date with SQL's change log (other servers' writes)."""
         self.closed = False
 
     @functools.cached_property
@@ -86,6 +89,7 @@ class Store:
     def close(self) -> None:
         """Release the engine (files stay as they are)."""
         if not self.closed:
+            self.follower.stop()
             self.sql.dispose()
             self.closed = True
 
@@ -154,7 +158,7 @@ class Store:
     def transaction(self) -> Iterator[Session]:
         """The write lock and one SQL transaction (committed on success, rolled back on error)."""
         with self.writing():
-            with self.sql.session() as session:
+            with self.sql.session(lock=True) as session:
                 yield session
                 self.crash_point("before_commit")
             self.crash_point("after_commit")
@@ -197,7 +201,7 @@ class Store:
                 f"vectors have {vectors.shape[1]} dimensions; this store's have {stored_dim}"
             )
         with self.writing():
-            with self.sql.session() as session:
+            with self.sql.session(lock=True) as session:
                 by_ns: dict[str, list[Item]] = {}
                 for item in items:
                     by_ns.setdefault(item.namespace, []).append(item)
@@ -218,6 +222,7 @@ class Store:
                 self.items.upsert(rows, new=not replace)
                 self.sql.mark_indexed([(i.namespace, i.id) for i in chunk])
                 self.crash_point("mid_batch")
+            self.follower.advance(session.info.get("kb_log", {}))
 
     def vacuum(self) -> None:
         """Rewrite the SQL file and drop old index versions (after a purge)."""
@@ -236,6 +241,7 @@ class Store:
                 chunk = list(ids[start : start + 500])
                 self.items.delete_where(scope + in_list("id", chunk))
                 self.windows.delete_where(scope + in_list("exp_id", chunk))
+        self.follower.catch_up(wait=False)  # moves the cursor over the tombstones or purges
 
     def index_rows(self, items: Sequence[Item], vectors: np.ndarray) -> list[dict[str, Any]]:
         """The derived index rows of records."""
@@ -290,13 +296,16 @@ class Store:
         return len(pending)
 
     def ready(self) -> None:
-        """Repair once per process before the first write or search."""
+        """Once per process before the first write or search: repair, and bring the index up to
+        date with the change log (building it from SQL when it has never been built)."""
         if not self._repaired:
             self.repair()
+            self.follower.catch_up()
             self._repaired = True
 
     def reindex(self, *, progress: Progress | None = None) -> int:
         """Rebuild the items table from SQL with the configured model; returns rows indexed."""
+        heads = self.sql.log_heads()  # what the rebuilt index reflects at least
         with self.writing():
             self.items.drop()
             with self.sql.session() as session:
@@ -315,6 +324,7 @@ class Store:
             if progress:
                 progress(len(chunk))
         self.optimize()
+        self.follower.reset(heads)
         self._repaired = True
         return total
 

@@ -81,7 +81,9 @@ class Hub:
         try:
             kb = self.kb(self.namespace)
             kb.embedder.inner.encode(["warm up"])
+            kb.catch_up(progress=_build_progress)  # a new server's index is built from SQL
             kb.store.ready()
+            kb.follow()
         except KBError as exc:  # the first call that needs the model reports it to the caller
             self.warm_error = str(exc)
             log.warning(
@@ -118,6 +120,10 @@ class Hub:
             with self._lock:
                 inner = self._store.embedder.inner if self._store is not None else None
         return inner is not None and bool(getattr(inner, "loaded", True))
+
+    def index_lag(self) -> dict[str, Any]:
+        """How far the server's index is behind the database's change log."""
+        return self.kb(self.namespace).index_lag()
 
     def close(self) -> None:
         if self._warm is not None:
@@ -169,6 +175,15 @@ class Hub:
             max_bytes=self.max_payload_bytes,
             step_chars=self.settings.max_step_chars,
         )
+
+
+def _build_progress(done: int, total: int) -> None:
+    log.info(
+        "index build %d/%d",
+        done,
+        total,
+        extra={"data": {"event": "index_build", "done": done, "total": total}},
+    )
 
 
 def current_hub() -> Hub:

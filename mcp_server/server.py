@@ -570,6 +570,8 @@ def create_server(
         body: dict[str, Any] = {"status": state, "server": "kb", "tools": sorted(registered)}
         if hub.warm_error:
             body["error"] = hub.warm_error
+        if ready:  # how stale this server's index is against the shared database
+            body["index"] = await anyio.to_thread.run_sync(hub.index_lag)
         return JSONResponse(body, status_code=200 if ready else 503)
 
     if tokens:  # the trajectory viewer, for a browser signed in with a token (HttpOnly cookie)

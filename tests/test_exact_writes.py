@@ -156,6 +156,7 @@ def test_a_crash_at_any_point_leaves_the_whole_operation_or_none(
 
 
 # -- namespaces ------------------------------------------------------------------------------------
+@pytest.mark.engines
 def test_importing_a_namespace_export_elsewhere_copies_and_leaves_it_untouched(
     tmp_path: Path,
 ) -> None:
@@ -181,6 +182,7 @@ def test_importing_a_namespace_export_elsewhere_copies_and_leaves_it_untouched(
             a.get_experience(first.added[0])
 
 
+@pytest.mark.engines
 def test_no_write_of_b_reaches_a(tmp_path: Path) -> None:
     store = tmp_path / "store"
     with open_kb(store, "A") as a:
@@ -231,6 +233,7 @@ def test_tau_airline_imported_twice_and_killed_then_retried_leaves_200(tmp_path:
             assert kb.stats().experiences == 200, point
 
 
+@pytest.mark.engines
 def test_add_experience_with_an_idempotency_key_stores_once(tmp_path: Path) -> None:
     with open_kb(tmp_path / "s") as kb:
         first = kb.add_experience(exp("record my run"), idempotency_key="run-42")
@@ -239,6 +242,7 @@ def test_add_experience_with_an_idempotency_key_stores_once(tmp_path: Path) -> N
         assert kb.stats().experiences == 1
 
 
+@pytest.mark.engines
 def test_update_flag_makes_changed_records_new_versions(tmp_path: Path) -> None:
     record = {
         "task_id": "7",
@@ -323,6 +327,7 @@ def test_deep_artifacts_and_an_export_to_a_folder_are_clear_errors(tmp_path: Pat
 
 
 # -- history ---------------------------------------------------------------------------------------
+@pytest.mark.engines
 def test_update_delete_restore_history_and_purge(tmp_path: Path) -> None:
     store = tmp_path / "s"
     with open_kb(store) as kb:

@@ -749,6 +749,8 @@ def test_health_is_ready_only_once_the_model_is_loaded(store: Path) -> None:
             assert time.monotonic() < deadline
             time.sleep(0.05)
         assert ready.json()["status"] == "ready" and model.loaded
+        index = ready.json()["index"]  # how far this server's index is behind the database
+        assert (index["behind"], index["built"], index["error"]) == (0, True, None)
 
 
 def test_stdio_serving_waits_for_the_model_before_the_first_request(store: Path) -> None:

@@ -401,6 +401,7 @@ def test_mcp_inspector_cli_calls_every_tool(
 
 
 # -- kb token -------------------------------------------------------------------------------------
+@pytest.mark.engines
 def test_kb_token_create_list_revoke(tmp_path: Path) -> None:
     runner = CliRunner()
     store = ["--store", str(tmp_path / "store")]

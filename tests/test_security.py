@@ -951,6 +951,7 @@ def test_no_tool_or_resource_crosses_namespaces(
         assert kb.get_skill("add-numbers").id != b_skill.id  # A got its own draft
 
 
+@pytest.mark.engines
 def test_missing_wrong_and_revoked_tokens_are_refused(
     tmp_path: Path, embedder: Any, serve_http: Callable[[Any], Any]
 ) -> None:

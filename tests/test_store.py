@@ -13,7 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from kb import documents as docs
-from kb.config import DEFAULT_MODEL
+from kb.config import DEFAULT_MODEL, Settings
 from kb.embeddings import HashEmbedder, SentenceTransformerEmbedder, _model_location
 from kb.errors import Invalid, ModelMismatch, NotFound
 from kb.models import Experience
@@ -146,21 +146,28 @@ def test_store_is_a_sqlite_file_and_a_lancedb_folder(
     assert kb.store.items.ids() == set(shop.values())
 
 
+@pytest.mark.engines
 def test_reindex_rebuilds_a_lost_index_from_sql(tmp_path: Path) -> None:
     path = tmp_path / "store"
     with KnowledgeBase.open(path, embedder=HashEmbedder()) as kb:
         ids = [r.id for r in kb.add_experiences([{"task": f"zebra{i} grazes"} for i in range(3)])]
     shutil.rmtree(path / "index")
     with KnowledgeBase.open(path, embedder=HashEmbedder()) as kb:
-        assert kb.search("zebra1", mode="lexical") == []
-        report = kb.doctor()
+        report = kb.doctor()  # reads only: the loss shows
         assert not report.ok
         assert "3 missing from the index" in " ".join(c.detail for c in report.checks)
         assert kb.reindex() == 3
         assert [h.id for h in kb.search("zebra1", mode="lexical")] == [ids[1]]
         assert kb.doctor().ok
+    # an index folder without its cursor (a new server's) is built from SQL on first use
+    shutil.rmtree(path / "index")
+    with KnowledgeBase.open(path, embedder=HashEmbedder()) as kb:
+        assert [h.id for h in kb.search("zebra1", mode="lexical")] == [ids[1]]
+        assert kb.store.items.count() == 3
+        assert kb.doctor().ok
 
 
+@pytest.mark.engines
 def test_records_committed_but_not_indexed_are_repaired_on_next_use(tmp_path: Path) -> None:
     """The state a crash between the SQL commit and the index write leaves behind."""
     path = tmp_path / "store"
@@ -178,6 +185,7 @@ def test_records_committed_but_not_indexed_are_repaired_on_next_use(tmp_path: Pa
 
 
 # -- graph ---------------------------------------------------------------------------------------
+@pytest.mark.engines
 def test_edges_live_in_sql_and_load_into_the_graph(tmp_path: Path) -> None:
     path = tmp_path / "store"
     with KnowledgeBase.open(path, embedder=HashEmbedder()) as kb:
@@ -458,6 +466,7 @@ def two_namespaces(
         yield a, b
 
 
+@pytest.mark.engines
 def test_namespaces_are_isolated(two_namespaces: tuple[KnowledgeBase, KnowledgeBase]) -> None:
     a, b = two_namespaces
     in_a = a.add_experience({"task": "Refund a broken blender", "outcome": "success"}).id
@@ -500,6 +509,7 @@ def test_bad_namespace_name_is_refused(tmp_path: Path) -> None:
 
 
 # -- the SDK ---------------------------------------------------------------------------------------
+@pytest.mark.engines
 def test_add_get_update_delete(kb: KnowledgeBase) -> None:
     result = kb.add_experience({**SHOP[0], "provenance": {"source": "test", "source_id": "t-1"}})
     assert isinstance(result, AddResult)
@@ -589,6 +599,7 @@ def test_list_filters_and_pages(fake_kb: KnowledgeBase) -> None:
         fake_kb.list_experiences(limit=0)
 
 
+@pytest.mark.engines
 def test_skills_by_name_version_and_id(kb: KnowledgeBase) -> None:
     first = kb.add_skill(
         {
@@ -628,6 +639,7 @@ def test_skills_by_name_version_and_id(kb: KnowledgeBase) -> None:
     assert kb.search_skills("change the size of a shirt")[0].id == third.id
 
 
+@pytest.mark.engines
 def test_feedback_and_stats(kb: KnowledgeBase, shop: dict[str, str]) -> None:
     item = shop["Refund a customer whose blender arrived broken"]
     kb.feedback(item, success=True)
@@ -670,8 +682,13 @@ def test_store_path_that_is_a_file_is_refused(tmp_path: Path) -> None:
 
 
 # -- export / import -----------------------------------------------------------------------------
+@pytest.mark.engines
 def test_export_then_import_is_lossless_and_embeds_nothing(
-    kb: KnowledgeBase, shop: dict[str, str], embedder: SentenceTransformerEmbedder, tmp_path: Path
+    kb: KnowledgeBase,
+    shop: dict[str, str],
+    embedder: SentenceTransformerEmbedder,
+    tmp_path: Path,
+    separate_settings: Callable[[], Settings],
 ) -> None:
     refund = shop["Refund a customer whose blender arrived broken"]
     cancel = shop["Cancel an order that had already shipped"]
@@ -701,7 +718,9 @@ def test_export_then_import_is_lossless_and_embeds_nothing(
     )
 
     counting = CountingEmbedder(embedder)
-    with KnowledgeBase.open(tmp_path / "fresh", embedder=counting) as fresh:
+    with KnowledgeBase.open(
+        tmp_path / "fresh", settings=separate_settings(), embedder=counting
+    ) as fresh:
         report = fresh.import_file(out)
         assert counting.texts == 0
         assert report.format == "kb"

@@ -16,6 +16,7 @@ token_app = typer.Typer(
 )
 
 
+@handle_errors
 def serve(
     http: Annotated[
         bool, typer.Option("--http", help="Serve streamable HTTP (bearer tokens) instead of stdio.")
@@ -36,6 +37,8 @@ def serve(
     """
     from mcp_server.server import serve as run
 
+    with store():  # opens the database first: a schema newer than this release is refused here
+        pass
     if http and host not in {"127.0.0.1", "localhost", "::1"}:
         err_console.print(f"warning: serving on {host}: put TLS in front of it", highlight=False)
     run(

@@ -441,6 +441,20 @@ def _doctor(t: Transfer) -> DoctorReport:
             + ("; run `kb reindex`" if orphans else ""),
         )
     )
+    lag = t.store.follower.lag()
+    checks.append(
+        Check(
+            name="index follows the database",
+            ok=lag["behind"] == 0 and lag["error"] is None,
+            detail=(
+                "the index has applied every change in SQL's log"
+                if lag["behind"] == 0
+                else f"{lag['behind']} changes behind SQL, the oldest {lag['seconds']:.1f} s old; "
+                "a server catches up every KB_FOLLOW_INTERVAL seconds, a process on its first search"
+            )
+            + (f"; last error: {lag['error']}" if lag["error"] else ""),
+        )
+    )
     crossing = t.store.sql.namespace_crossings()
     checks.append(
         Check(

@@ -84,9 +84,13 @@ class Records:
             )
             row.indexed = indexed
             session.merge(row)
+            tombstone = isinstance(item, Experience) and item.deleted_at is not None
+            self.sql.log_change(session, self.ns, item.id, "tombstone" if tombstone else "upsert")
 
     def purge(self, session: Session, ids: Sequence[str]) -> None:
         """Remove records for good: their rows, earlier versions, edges and events."""
+        for item_id in ids:
+            self.sql.log_change(session, self.ns, item_id, "purge")
         for chunk in chunked(list(ids), 500):
             self.sql.delete_where(
                 session,

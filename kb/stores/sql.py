@@ -4,10 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, false, func, text, update
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    MetaData,
+    String,
+    Table,
+    event,
+    false,
+    func,
+    insert,
+    text,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, col, create_engine, delete, select
 
@@ -24,6 +39,30 @@ from kb.models import (
 )
 
 _GET_META = text("SELECT value FROM meta WHERE key = :key")
+WRITE_LOCK = 0x6B620002
+"""PostgreSQL advisory lock key of writers: held from a write transaction's start to its commit,
+so writers on every machine serialise and change-log numbers are handed out in commit order."""
+OPS = ("upsert", "tombstone", "purge")
+"""What a change-log entry says happened to a record: stored (new or changed), tombstoned, or
+purged for good."""
+
+# The change log's tables as migration 5 made them (queries only; never created from here).
+_log_meta = MetaData()
+CHANGE_LOG = Table(
+    "change_log",
+    _log_meta,
+    Column("namespace", String(), primary_key=True),
+    Column("seq", BigInteger(), primary_key=True, autoincrement=False),
+    Column("item_id", String(), nullable=False),
+    Column("op", String(), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+LOG_HEADS = Table(
+    "log_heads",
+    _log_meta,
+    Column("namespace", String(), primary_key=True),
+    Column("seq", BigInteger(), nullable=False),
+)
 
 
 def make_engine(url: str) -> Engine:
@@ -58,16 +97,117 @@ class SQLStore:
     def at(cls, directory: Path) -> SQLStore:
         return cls(f"sqlite:///{directory / 'kb.sqlite'}")
 
+    @property
+    def shared(self) -> bool:
+        """Whether the database is a server other machines may write to (PostgreSQL), so writers
+        must coordinate through it rather than through a lock file."""
+        return self.engine.dialect.name == "postgresql"
+
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        """A session that commits on success and rolls back on error."""
+    def session(self, *, lock: bool = False) -> Iterator[Session]:
+        """A session that commits on success and rolls back on error. With ``lock`` (a write
+        transaction) it first takes the database's writer lock (PostgreSQL; SQLite's writers
+        hold the store's lock file). Records changed through it get change-log entries, numbered
+        just before the commit (under the writer lock)."""
         with Session(self.engine, expire_on_commit=False) as session:
             try:
+                if lock:
+                    self.lock_writers(session)
                 yield session
+                self._append_log(session)
                 session.commit()
             except BaseException:
                 session.rollback()
                 raise
+
+    def lock_writers(self, session: Session) -> None:
+        """Take the writer lock for the rest of the session's transaction (PostgreSQL: a
+        transaction-scoped advisory lock, released by the commit or rollback)."""
+        if self.shared and not session.info.get("kb_locked"):
+            session.connection().execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITE_LOCK}
+            )
+            session.info["kb_locked"] = True
+
+    # -- the change log -------------------------------------------------------------------------
+    @staticmethod
+    def log_change(session: Session, namespace: str, item_id: str, op: str) -> None:
+        """Note that a record changed in this transaction (its entry is written at commit)."""
+        if op not in OPS:
+            raise ValueError(f"unknown change {op!r}")
+        session.info.setdefault("kb_changes", {})[(namespace, item_id)] = op
+
+    def _append_log(self, session: Session) -> None:
+        changes: dict[tuple[str, str], str] = session.info.pop("kb_changes", {})
+        if not changes:
+            return
+        self.lock_writers(session)
+        by_ns: dict[str, list[tuple[str, str]]] = {}
+        for (namespace, item_id), op in changes.items():
+            by_ns.setdefault(namespace, []).append((item_id, op))
+        conn = session.connection()
+        heads = {
+            ns: int(seq)
+            for ns, seq in conn.execute(
+                LOG_HEADS.select().where(LOG_HEADS.c.namespace.in_(sorted(by_ns)))
+            ).all()
+        }
+        now = datetime.now(UTC)
+        assigned: dict[str, tuple[int, int]] = {}
+        for namespace, entries in sorted(by_ns.items()):
+            head = int(heads.get(namespace, 0))
+            conn.execute(
+                insert(CHANGE_LOG),
+                [
+                    {
+                        "namespace": namespace,
+                        "seq": head + n,
+                        "item_id": item_id,
+                        "op": op,
+                        "created_at": now,
+                    }
+                    for n, (item_id, op) in enumerate(entries, start=1)
+                ],
+            )
+            last = head + len(entries)
+            if namespace in heads:
+                conn.execute(
+                    update(LOG_HEADS).where(LOG_HEADS.c.namespace == namespace).values(seq=last)
+                )
+            else:
+                conn.execute(insert(LOG_HEADS).values(namespace=namespace, seq=last))
+            assigned[namespace] = (head + 1, last)
+        session.info["kb_log"] = assigned
+
+    def log_heads(self) -> dict[str, int]:
+        """The last change-log number of each namespace."""
+        with self.engine.connect() as conn:
+            return {ns: int(seq) for ns, seq in conn.execute(LOG_HEADS.select()).all()}
+
+    def changes(self, namespace: str, *, after: int, limit: int) -> list[tuple[int, str, str]]:
+        """``(seq, item_id, op)`` entries of a namespace's log after ``after``, in order."""
+        stmt = (
+            CHANGE_LOG.select()
+            .with_only_columns(CHANGE_LOG.c.seq, CHANGE_LOG.c.item_id, CHANGE_LOG.c.op)
+            .where(CHANGE_LOG.c.namespace == namespace, CHANGE_LOG.c.seq > after)
+            .order_by(CHANGE_LOG.c.seq)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [(int(seq), item_id, op) for seq, item_id, op in conn.execute(stmt).all()]
+
+    def change_time(self, namespace: str, seq: int) -> datetime | None:
+        """When entry ``seq`` of a namespace's log was committed."""
+        stmt = (
+            CHANGE_LOG.select()
+            .with_only_columns(CHANGE_LOG.c.created_at)
+            .where(CHANGE_LOG.c.namespace == namespace, CHANGE_LOG.c.seq == seq)
+        )
+        with self.engine.connect() as conn:
+            stamp = conn.execute(stmt).scalar()
+        if isinstance(stamp, datetime) and stamp.tzinfo is None:  # SQLite keeps no zone
+            stamp = stamp.replace(tzinfo=UTC)
+        return stamp
 
     # -- meta ---------------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
@@ -103,10 +243,23 @@ class SQLStore:
             with self.session() as own:
                 self.cache_put(items, own)
             return
-        existing = set(self.cache_get(list(items)))
-        session.add_all(
-            EmbeddingRow(key=k, vector=v) for k, v in items.items() if k not in existing
-        )
+        if not items:
+            return
+        dialects = {"postgresql": postgresql, "sqlite": sqlite}
+        dialect = dialects.get(self.engine.dialect.name)
+        if dialect is None:
+            existing = set(self.cache_get(list(items)))
+            session.add_all(
+                EmbeddingRow(key=k, vector=v) for k, v in items.items() if k not in existing
+            )
+            return
+        # insert-or-ignore: another server may cache the same text at the same moment
+        table = EmbeddingRow.__table__  # type: ignore[attr-defined]
+        for chunk in chunked(list(items.items()), 500):
+            rows = [{"key": k, "vector": v} for k, v in chunk]
+            session.connection().execute(
+                dialect.insert(table).values(rows).on_conflict_do_nothing()
+            )
 
     # -- generic helpers ----------------------------------------------------------------------
     def count(self, model: type[SQLModel], *where: Any) -> int:

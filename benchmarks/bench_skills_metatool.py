@@ -4,9 +4,16 @@ The 199 tool descriptions are imported as guided skills (descriptions only: the 
 indexed). The single-tool queries are split once, by a fixed seed, into a dev half (for tuning) and
 a test half (for reporting); a fixed-seed sample of each half is evaluated. The 497 two-tool queries
 run against the 47 tools of ``big_tool_des.json`` in a second namespace. nDCG@10 and Recall@5 for
-hybrid, vector-only and lexical-only search, in one run.
+hybrid, vector-only and lexical-only search, in one run, plus plain dense retrieval (``dense``: one
+embedding of each tool's name and description, ranked by cosine, outside the store) as the
+baseline the store's fields and fusion must beat.
 
-Run: python benchmarks/bench_skills_metatool.py [--sample 1000] [--out benchmarks/results/skills_metatool.json]
+The test half is evaluated and printed only with ``--final`` (which evaluates the test half and the
+two-tool set, not the dev half again): tune on the dev half (the default run writes
+``skills_metatool_dev.json``), then run ``--final`` once (``skills_metatool.json``). ``--quick``
+evaluates 300 dev queries and the two-tool set, for development.
+
+Run: python benchmarks/bench_skills_metatool.py [--quick | --final] [--sample 1000] [--out ...]
 """
 
 from __future__ import annotations
@@ -21,12 +28,15 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from kb import KnowledgeBase
 from skills import slugify
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "metatool"
 MODES = ("hybrid", "vector", "lexical")
+QUICK_SAMPLE = 300
 SEED = 20261122
 
 
@@ -67,13 +77,40 @@ def evaluate(kb: KnowledgeBase, queries: list[tuple[str, set[str]]], mode: str) 
     return {"ndcg@10": round(ndcg / len(queries), 4), "recall@5": round(recall / len(queries), 4)}
 
 
+def dense(
+    kb: KnowledgeBase,
+    tools: dict[str, str],
+    names: dict[str, str],
+    queries: list[tuple[str, set[str]]],
+) -> dict[str, float]:
+    """Plain dense retrieval: each tool's name and description embedded as one text."""
+    order = list(tools)
+    docs = kb.embedder.encode([f"{names[t].replace('-', ' ')}\n{tools[t]}" for t in order])
+    vectors = kb.embedder.encode([q for q, _ in queries])
+    docs = docs / np.linalg.norm(docs, axis=1, keepdims=True)
+    vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    ndcg = recall = 0.0
+    for (_, relevant), row in zip(queries, vectors @ docs.T, strict=True):
+        ranked = [names[order[j]] for j in np.argsort(-row)[:10]]
+        ndcg += ndcg_at(ranked, relevant, 10)
+        recall += recall_at(ranked, relevant, 5)
+    return {"ndcg@10": round(ndcg / len(queries), 4), "recall@5": round(recall / len(queries), 4)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sample", type=int, default=1000, help="queries evaluated per half")
-    parser.add_argument(
-        "--out", type=Path, default=ROOT / "benchmarks" / "results" / "skills_metatool.json"
-    )
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_SAMPLE} dev queries")
+    parser.add_argument("--final", action="store_true", help="also evaluate the test half (once)")
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    if args.quick and args.final:
+        sys.exit("--quick and --final exclude each other")
+    if args.quick:
+        args.sample = QUICK_SAMPLE
+    if args.out is None:
+        name = "skills_metatool.json" if args.final else "skills_metatool_dev.json"
+        args.out = ROOT / "benchmarks" / "results" / name
     if not DATA.exists():
         sys.exit(f"{DATA} not found: this benchmark needs ../shared/data/metatool")
 
@@ -87,7 +124,7 @@ def main() -> None:
     order = list(range(len(rows)))
     rng.shuffle(order)
     half = len(order) // 2
-    splits = {"dev": order[:half], "test": order[half:]}
+    splits = {"test": order[half:]} if args.final else {"dev": order[:half]}
 
     results: dict[str, object] = {
         "data": "MetaTool: 199 tool descriptions as guided skills; single-tool queries split 50/50 by "
@@ -112,24 +149,32 @@ def main() -> None:
                     [q for q, _ in queries]
                 )  # batch-embed once; searches hit the cache
                 results[split] = {mode: evaluate(kb, queries, mode) for mode in MODES}
+                results[split]["dense"] = dense(kb, plugins, names, queries)
         with KnowledgeBase.open(Path(tmp) / "store", namespace="metatool-two-tool") as kb:
             names = load_tools(kb, big_tools)
             queries = [(item["query"], {names[t] for t in item["tool"]}) for item in multi]
             kb.embedder.encode([q for q, _ in queries])
             results["two_tool"] = {mode: evaluate(kb, queries, mode) for mode in MODES}
+            results["two_tool"]["dense"] = dense(kb, big_tools, names, queries)
     results["seconds"] = round(time.perf_counter() - started, 1)
+    results["final"] = bool(args.final)
     for split in ("dev", "test", "two_tool"):
+        if split not in results:
+            continue
         scores = results[split]
         assert isinstance(scores, dict)
         best_single = max(scores["vector"]["ndcg@10"], scores["lexical"]["ndcg@10"])
         scores["hybrid_minus_best_single_ndcg@10"] = round(
             scores["hybrid"]["ndcg@10"] - best_single, 4
         )
+        scores["hybrid_minus_dense_ndcg@10"] = round(
+            scores["hybrid"]["ndcg@10"] - scores["dense"]["ndcg@10"], 4
+        )
         print(
             f"{split:9s} "
             + "  ".join(
                 f"{mode}: nDCG@10 {scores[mode]['ndcg@10']:.3f} R@5 {scores[mode]['recall@5']:.3f}"
-                for mode in MODES
+                for mode in (*MODES, "dense")
             )
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)

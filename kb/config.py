@@ -26,12 +26,14 @@ class Settings(BaseSettings):
     model: str = Field(DEFAULT_MODEL, description="sentence-transformers model name or path")
     device: str = Field("auto", description="auto | cpu | cuda | mps")
     batch_size: int = Field(64, ge=1, le=4096)
-    # Fusion weights of the hybrid search (reciprocal rank fusion).
-    # Tuned on the MetaTool dev half and the tau leave-one-task-out benchmark (benchmarks/).
+    # Fusion of the hybrid search (kb.retrieval: "score" sums scaled scores, "rrf" reciprocal
+    # ranks). Tuned on the MetaTool dev half and the tau leave-one-task-out benchmark (benchmarks/).
+    fusion: Literal["score", "rrf"] = "score"
     w_vector: float = 1.0
-    w_lexical: float = 0.7
+    w_lexical: float = 0.5
     w_structure: float = 0.5
     w_graph: float = 0.3
+    w_plan: float = 1.5
     rrf_k: int = 20
     # Tracer LLM back end (any OpenAI-compatible endpoint); off unless a base URL is set.
     llm_base_url: str | None = None

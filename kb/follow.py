@@ -159,7 +159,7 @@ class Follower:
         live = store.records(namespace).get_any(ids)
         gone = [i for i in ids if i not in live]
         items = list(live.values())
-        vectors = store.embed([_embed_text(i) for i in items]) if items else None
+        vectors = store.embed_items(items) if items else None
         from kb.stores.index import in_list, quote
 
         with store.writing():
@@ -185,7 +185,7 @@ class Follower:
         log.info("building the index from SQL: %d records", total)
         try:
             for chunk in store.sql.iter_all_records(BATCH):
-                vectors = store.embed([_embed_text(i) for i in chunk])
+                vectors = store.embed_items(chunk)
                 with store.writing():
                     store.sql.cache_put(store.embedder.drain())
                     store.items.upsert(store.index_rows(chunk, vectors), new=False)
@@ -259,12 +259,6 @@ class Follower:
                 self.error = f"{type(exc).__name__}: {exc}"
                 log.warning("following the change log failed: %s", self.error)
             self._stop.wait(max(0.0, interval - (time.monotonic() - start)))
-
-
-def _embed_text(item: Any) -> str:
-    from kb.store import embed_text
-
-    return embed_text(item)
 
 
 __all__ = ["Follower"]

@@ -442,6 +442,8 @@ class SignalScore(BaseModel):
 
     rank: int
     score: float
+    contribution: float = 0.0
+    """What this signal added to the hit's fused score (its weight times its normalised score)."""
 
 
 class SearchHit(BaseModel):
@@ -458,6 +460,10 @@ class SearchHit(BaseModel):
     attribution: Attribution | None = None
     provenance: Provenance | None = None
     record: dict[str, Any] | None = None
+    duplicates: list[str] = Field(
+        default_factory=list,
+        description="ids of near-duplicates of this hit that were collapsed into it",
+    )
 
 
 class ImportReport(BaseModel):

@@ -283,6 +283,7 @@ class KnowledgeBase:
         weights: Weights | None = None,
         prf: int = 0,
         outcome_aware: bool | None = False,
+        diverse: bool = True,
     ) -> list[SearchHit]:
         """Hybrid search over experiences and skills (see :meth:`Search.search`)."""
         return self.searcher.search(
@@ -302,6 +303,7 @@ class KnowledgeBase:
             weights=weights,
             prf=prf,
             outcome_aware=outcome_aware,
+            diverse=diverse,
         )
 
     def retrieve(
@@ -322,6 +324,7 @@ class KnowledgeBase:
         exclude_ids: Sequence[str] = (),
         exclude_source_ids: Sequence[str] = (),
         outcome_aware: bool | None = None,
+        diverse: bool = True,
     ) -> RetrieveBundle:
         """Memory for planning a task: strategies, skills, pitfalls and a context block
         (see :meth:`Loop.retrieve`)."""
@@ -341,6 +344,7 @@ class KnowledgeBase:
             exclude_ids=exclude_ids,
             exclude_source_ids=exclude_source_ids,
             outcome_aware=outcome_aware,
+            diverse=diverse,
         )
 
     def refine(

@@ -121,6 +121,12 @@ class Store:
         stored, _ = self.stored_model()
         return stored is None or stored == self.model_name
 
+    def vector_format_matches(self) -> bool:
+        """Whether the store's vectors were made the way this version makes them (a store
+        written before field-aware vectors has no mark and needs ``kb reindex``)."""
+        stored, _ = self.stored_model()
+        return stored is None or self.sql.get_meta("vector_format") == docs.VECTOR_FORMAT
+
     def check_model(self) -> None:
         """Refuse vector work when the store was embedded with another model."""
         stored, _ = self.stored_model()
@@ -135,6 +141,26 @@ class Store:
         """Embed texts with the store's model (cached by content hash)."""
         self.check_model()
         return self.embedder.encode(texts)
+
+    def embed_items(self, items: Sequence[Item], *, check: bool = True) -> np.ndarray:
+        """The vectors of records: each the normalised weighted sum of the embeddings of its
+        fields (:func:`kb.documents.vector_fields`), all fields embedded in one batch."""
+        if check:
+            self.check_model()
+        fields = [docs.vector_fields(i) for i in items]
+        texts = list(dict.fromkeys(t for f in fields for t, _ in f))
+        if not texts:
+            return np.zeros((len(items), self.embedder.dim), np.float32)
+        embedded = self.embedder.encode(texts)
+        row = {t: n for n, t in enumerate(texts)}
+        out = np.zeros((len(items), embedded.shape[1]), np.float32)
+        for n, parts in enumerate(fields):
+            for text, weight in parts:
+                out[n] += weight * embedded[row[text]]
+            norm = float(np.linalg.norm(out[n]))
+            if norm > 0:
+                out[n] /= norm
+        return out
 
     # -- writing -------------------------------------------------------------------------------
     def group(self, name: str) -> GroupCommit:
@@ -188,11 +214,7 @@ class Store:
             before_commit: more writes for the same transaction (edges, events, meta).
         """
         if vectors is None:
-            vectors = (
-                self.embed([embed_text(i) for i in items])
-                if items
-                else np.zeros((0, 1), np.float32)
-            )
+            vectors = self.embed_items(items) if items else np.zeros((0, 1), np.float32)
         if vectors.ndim != 2 or len(vectors) != len(items):
             raise Invalid(f"{len(items)} records but vectors of shape {vectors.shape}")
         stored_dim = self.stored_model()[1]
@@ -210,7 +232,12 @@ class Store:
                 self.sql.cache_put(self._embedder.drain() if self._embedder else {}, session)
                 if items and self.sql.get_meta("model") is None:
                     self.sql.set_meta(
-                        {"model": self.model_name, "dim": str(vectors.shape[1])}, session
+                        {
+                            "model": self.model_name,
+                            "dim": str(vectors.shape[1]),
+                            "vector_format": docs.VECTOR_FORMAT,
+                        },
+                        session,
                     )
                 if before_commit is not None:
                     before_commit(session)
@@ -288,7 +315,7 @@ class Store:
         self.check_model()
         for start in range(0, len(pending), WRITE_BATCH):
             chunk = pending[start : start + WRITE_BATCH]
-            vectors = self.embedder.encode([embed_text(i) for i in chunk])
+            vectors = self.embed_items(chunk, check=False)
             with self.writing():
                 self.sql.cache_put(self.embedder.drain())
                 self.items.upsert(self.index_rows(chunk, vectors), new=False)
@@ -309,11 +336,13 @@ class Store:
         with self.writing():
             self.items.drop()
             with self.sql.session() as session:
-                self.sql.set_meta({"model": self.model_name}, session)
+                self.sql.set_meta(
+                    {"model": self.model_name, "vector_format": docs.VECTOR_FORMAT}, session
+                )
                 self.sql.mark_all_unindexed(session)
         total = 0
         for chunk in self.sql.iter_all_records(WRITE_BATCH):
-            vectors = self.embedder.encode([embed_text(i) for i in chunk])
+            vectors = self.embed_items(chunk, check=False)
             with self.writing():
                 if total == 0:
                     self.sql.set_meta({"dim": str(vectors.shape[1])})
@@ -350,10 +379,8 @@ class Store:
 
 
 def embed_text(item: Item) -> str:
-    """The text a record is embedded by."""
-    if isinstance(item, Experience):
-        return docs.experience_embed_text(item)
-    return docs.skill_embed_text(item)
+    """The texts a record's vector is made of, one a line (:meth:`Store.embed_items`)."""
+    return "\n".join(text for text, _ in docs.vector_fields(item))
 
 
 class GroupCommit:

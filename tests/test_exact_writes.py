@@ -79,7 +79,9 @@ def _observe(kb: KnowledgeBase, ids: dict[str, Any]) -> dict[str, Any]:
         "events": kb.stats().events,
         "edges": kb.stats().edges,
         "pending": kb.stats().pending_index,
-        "searchable": sorted(h.title for h in kb.search("order", k=50, kind="experience")),
+        "searchable": sorted(
+            h.title for h in kb.search("order", k=50, kind="experience", diverse=False)
+        ),
     }
 
 

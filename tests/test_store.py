@@ -344,8 +344,9 @@ def test_every_hit_carries_its_signals(
         assert hit.signals
         assert set(hit.signals) <= expected | {"graph"}
         assert all(s.rank >= 1 for s in hit.signals.values())
-        fused = sum(weights.of(name) / (weights.rrf_k + s.rank) for name, s in hit.signals.items())
-        assert hit.score == pytest.approx(fused, abs=1e-6)
+        assert all(0 <= s.contribution <= weights.of(n) for n, s in hit.signals.items())
+        fused = sum(s.contribution for s in hit.signals.values())
+        assert hit.score == pytest.approx(fused, abs=1e-5)
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
 
 

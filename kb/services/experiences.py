@@ -37,7 +37,7 @@ from kb.models import (
 from kb.retrieval import multiset_jaccard
 from kb.services import Service, coerce
 from kb.services.windows import StepWindows
-from kb.store import Progress, Store, embed_text
+from kb.store import Progress, Store
 from kb.stores.index import quote
 from kb.stores.records import Session
 
@@ -318,7 +318,7 @@ class Experiences(Service):
         write_vectors = (
             np.stack(
                 [
-                    vectors[by_id[w.id]] if w.id in by_id else self.store.embed([embed_text(w)])[0]
+                    vectors[by_id[w.id]] if w.id in by_id else self.store.embed_items([w])[0]
                     for w in writes
                 ]
             )
@@ -357,7 +357,7 @@ class Experiences(Service):
         parts = []
         for start in range(0, len(items), 256):
             chunk = items[start : start + 256]
-            parts.append(self.store.embed([embed_text(i) for i in chunk]))
+            parts.append(self.store.embed_items(chunk))
             if progress:
                 progress(len(chunk))
         return np.concatenate(parts)

@@ -14,6 +14,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 from pydantic import ValidationError
 
 from kb import documents as docs
@@ -22,6 +23,7 @@ from kb.errors import Invalid
 from kb.importers import describe, trajectory_from_any
 from kb.models import Experience, Kind, Outcome, SearchHit, Skill, SkillStatus, Step, kind_of
 from kb.retrieval import (
+    FLOORS,
     MIN_BUDGET,
     WINDOW_STEPS,
     Filters,
@@ -94,6 +96,7 @@ class Loop(Service):
         exclude_ids: Sequence[str] = (),
         exclude_source_ids: Sequence[str] = (),
         outcome_aware: bool | None = None,
+        diverse: bool = True,
     ) -> RetrieveBundle:
         """Memory for planning a task: strategies, skills and pitfalls, plus a context block.
 
@@ -111,8 +114,13 @@ class Loop(Service):
             graph: bring in items linked to the hits (derived_from, repaired_by, depends_on).
             domain, tags, exclude_ids, exclude_source_ids: filters; ``include_drafts`` allows
                 draft skills.
+
+        Skills and pitfalls must reach a relevance floor (cosine with the task, calibrated on dev
+        data: :data:`kb.retrieval.FLOORS`), so an unrelated skill is not offered just because it
+        is the only one; near-duplicates are collapsed (their ids in the item's ``duplicates``).
             outcome_aware: blend relevance with success rate and recency; None: on once the
                 namespace has enough feedback.
+            diverse: collapse near-duplicates (their ids stay in the item's ``duplicates``).
         Returns:
             a :class:`RetrieveBundle`; ``context`` is the block to put in the agent's prompt.
         """
@@ -144,14 +152,16 @@ class Loop(Service):
                 graph=graph,
                 weights=self.search.weights,
                 prf=prf if use_structure and not sig and kind == "experience" else 0,
+                diverse=diverse,
             )
             return self.search.rerank_outcomes(hits, outcome_on)[:k]
 
         strategies = [self._item(h, "strategy") for h in run("experience", ["success"])]
-        skill_hits = run("skill")
+        skill_hits = self._above(query, run("skill"), FLOORS.skill, mode)
         skill_hits.sort(key=lambda h: (h.status != SkillStatus.validated, -h.score))
         skills = [self._item(h, "skill") for h in skill_hits]
-        pitfalls = self._pitfalls(run("experience", ["failure", "partial"]))
+        failed = self._above(query, run("experience", ["failure", "partial"]), FLOORS.pitfall, mode)
+        pitfalls = self._pitfalls(failed)
         if graph:
             self._linked(strategies, skills, pitfalls, include_drafts=include_drafts, k=k)
         bundle = RetrieveBundle(
@@ -171,6 +181,20 @@ class Loop(Service):
             f"Task: {clip(task, 300)}", sections, budget_tokens, self.store.embedder.count_tokens
         )
         return bundle
+
+    def _above(self, query: str, hits: list[SearchHit], floor: float, mode: str) -> list[SearchHit]:
+        """The hits whose cosine with the query reaches the relevance floor
+        (:data:`kb.retrieval.FLOORS`); lexical mode, which needs no model, keeps every hit."""
+        if mode == "lexical" or not hits:
+            return hits
+        cosine = {h.id: h.signals["vector"].score for h in hits if "vector" in h.signals}
+        missing = [h.id for h in hits if h.id not in cosine]
+        if missing:  # found by another signal only: its cosine was not among the candidates
+            vector = self.store.embed([query])[0]
+            for item_id, other in self.store.items.vectors(missing).items():
+                norm = float(np.linalg.norm(vector) * np.linalg.norm(other)) or 1.0
+                cosine[item_id] = float(vector @ other) / norm
+        return [h for h in hits if cosine.get(h.id, 0.0) >= floor]
 
     def _linked(
         self,
@@ -253,6 +277,7 @@ class Loop(Service):
             attribution=hit.attribution,
             signals={name: s.model_dump() for name, s in hit.signals.items()},
             via=via,
+            duplicates=list(hit.duplicates),
         )
 
     # -- refine (mid-run) -----------------------------------------------------------------------

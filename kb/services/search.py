@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC
 from typing import Any
 
@@ -25,12 +26,14 @@ from kb.models import (
     utcnow,
 )
 from kb.retrieval import (
+    CANDIDATES,
     Filters,
     Fused,
     Mode,
     OutcomeRanking,
     Weights,
     check_mode,
+    collapse_duplicates,
     fuse,
     graph_ranking,
     outcome_factor,
@@ -58,7 +61,9 @@ class Search(Service):
             lexical=settings.w_lexical,
             structure=settings.w_structure,
             graph=settings.w_graph,
+            plan=settings.w_plan,
             rrf_k=settings.rrf_k,
+            fusion=settings.fusion,
         )
 
     def search(
@@ -80,6 +85,7 @@ class Search(Service):
         weights: Weights | None = None,
         prf: int = 0,
         outcome_aware: bool | None = False,
+        diverse: bool = True,
     ) -> list[SearchHit]:
         """Hybrid search over experiences and skills of this namespace.
 
@@ -97,6 +103,8 @@ class Search(Service):
                 feedback) and match it structurally; 0 turns it off.
             outcome_aware: blend relevance with success rate and recency
                 (:func:`kb.retrieval.outcome_factor`); None: on once enough feedback exists.
+            diverse: collapse near-duplicates into the best of them (their ids stay in the
+                kept hit's ``duplicates``).
         Returns:
             hits, best first, each with the rank and score of every signal that found it.
         """
@@ -126,28 +134,46 @@ class Search(Service):
             graph=graph,
             weights=weights or self.weights,
             prf=prf,
+            diverse=diverse,
         )
         return self.rerank_outcomes(hits, outcome_aware)
 
     def _rankings(
-        self, query: str, n: int, *, mode: str, where: str, signature: list[str] | None
+        self,
+        query: str,
+        n: int,
+        *,
+        mode: str,
+        where: str,
+        signature: list[str] | None,
+        rows: dict[str, dict[str, Any]],
     ) -> dict[str, list[tuple[str, float]]]:
+        """Each signal's ranked ``(id, score)`` list; ``rows`` collects the vector and signature
+        of every candidate (for near-duplicate collapse)."""
         items = self.store.items
-        queries: dict[str, Callable[[], list[tuple[str, float]]]] = {}
+        columns = ("id", "vector", "sig")
+        queries: dict[str, Callable[[], list[dict[str, Any]]]] = {}
         if mode in {"hybrid", "vector"}:
             vector = self.store.embed([query])[0]
-            queries["vector"] = lambda: items.vector_search(vector, k=n, where=where)
+            queries["vector"] = lambda: items.nearest(vector, k=n, where=where, columns=columns)
         if mode in {"hybrid", "lexical"}:
             text = docs.fts_query(query)
-            queries["lexical"] = lambda: items.text_search(text, k=n, where=where)
+            queries["lexical"] = lambda: items.matching(text, k=n, where=where, columns=columns)
         if signature and mode == "hybrid":
             tokens = docs.signature_tokens(signature)
-            queries["structure"] = lambda: items.text_search(tokens, k=n, where=where, column="sig")
+            queries["structure"] = lambda: items.matching(
+                tokens, k=n, where=where, column="sig", columns=columns
+            )
         if len(queries) == 1:
-            return {name: run() for name, run in queries.items()}
-        # LanceDB runs each query in Rust without the GIL: side by side they use both cores.
-        futures = {name: _QUERY_POOL.submit(run) for name, run in queries.items()}
-        return {name: future.result() for name, future in futures.items()}
+            found = {name: run() for name, run in queries.items()}
+        else:
+            # LanceDB runs each query in Rust without the GIL: side by side they use both cores.
+            futures = {name: _QUERY_POOL.submit(run) for name, run in queries.items()}
+            found = {name: future.result() for name, future in futures.items()}
+        for ranked in found.values():
+            for row in ranked:
+                rows.setdefault(row["id"], row)
+        return {name: [(r["id"], r["score"]) for r in ranked] for name, ranked in found.items()}
 
     def run(
         self,
@@ -160,17 +186,26 @@ class Search(Service):
         graph: bool = True,
         weights: Weights | None = None,
         prf: int = 0,
+        diverse: bool = True,
     ) -> list[SearchHit]:
         """One search with checked arguments and built filters (for the other services)."""
         self.store.ready()
         weights = weights or self.weights
+        if signature:
+            weights = replace(weights, structure=weights.plan)
         where = filters.where(self.namespace, quote)
-        n = max(3 * k, 30)
-        rankings = self._rankings(query, n, mode=mode, where=where, signature=signature)
+        n = max(3 * k, CANDIDATES)
+        rows: dict[str, dict[str, Any]] = {}
+        rankings = self._rankings(query, n, mode=mode, where=where, signature=signature, rows=rows)
         fused = fuse(rankings, weights)
         if mode == "hybrid" and (signature or prf) and fused:
             rankings["structure"] = self._structure_signal(
-                fused, rankings.get("structure", []), signature=signature, prf=prf, n=n, where=where
+                fused,
+                rankings.get("structure", []),
+                signature=signature,
+                prf=prf,
+                n=n,
+                where=where,
             )
             fused = fuse(rankings, weights)
         if graph and mode == "hybrid" and fused:
@@ -181,7 +216,9 @@ class Search(Service):
         hits: list[SearchHit] = []
         served: dict[str, Skill | None] = {}
         allowed = set(filters.status or skill_statuses())
-        page = k + 5  # hydrate from SQL page by page: records are whole documents
+        # hydrate from SQL page by page (records are whole documents); collapsing
+        # near-duplicates can take a few, so a diverse search reads a little further
+        page = 2 * k + 5 if diverse else k + 5
         for start in range(0, len(fused), page):
             chunk = fused[start : start + page]
             records = self.records.get_any([f.id for f in chunk])
@@ -207,7 +244,37 @@ class Search(Service):
             if len(hits) >= page:
                 break
         hits.sort(key=lambda h: -h.score * (1.1 if h.status == SkillStatus.validated else 1.0))
+        if diverse and len(hits) > 1:
+            hits = self._collapse(hits, rows)
         return hits[:k]
+
+    def _collapse(self, hits: list[SearchHit], rows: dict[str, dict[str, Any]]) -> list[SearchHit]:
+        """Near-duplicates folded into the best of them (:func:`kb.retrieval.collapse_duplicates`):
+        same kind, vectors at cosine >= 0.97, and for experiences the same outcome and tools."""
+        missing = [h.id for h in hits if h.id not in rows]
+        if missing:  # graph neighbours and served skill versions: not among the candidates
+            rows.update(self.store.items.rows(missing, ["vector", "sig"]))
+        by_id = {h.id: h for h in hits}
+
+        def same_group(a: str, b: str) -> bool:
+            x, y = by_id[a], by_id[b]
+            if x.kind != y.kind:
+                return False
+            if x.kind == Kind.skill:
+                return True
+            return x.outcome == y.outcome and sig_tools(rows[a].get("sig")) == sig_tools(
+                rows[b].get("sig")
+            )
+
+        vectors = {i: row["vector"] for i, row in rows.items() if row.get("vector") is not None}
+        groups = collapse_duplicates([h.id for h in hits], vectors, same_group)
+        out = []
+        for kept, dropped in groups.items():
+            found = by_id[kept]
+            if dropped:
+                found = found.model_copy(update={"duplicates": [*found.duplicates, *dropped]})
+            out.append(found)
+        return out
 
     def _structure_signal(
         self,

@@ -421,6 +421,17 @@ def _doctor(t: Transfer) -> DoctorReport:
             + ("" if same else "; run `kb reindex`"),
         )
     )
+    fresh = t.store.vector_format_matches()
+    checks.append(
+        Check(
+            name="vectors made the current way",
+            ok=fresh,
+            detail="field-aware vectors (name, description, ... weighted)"
+            if fresh
+            else "the index's vectors were made by an older version (one text per record); "
+            "run `kb reindex` for field-aware vectors",
+        )
+    )
     sql_ids = t.store.sql.all_ids()
     index_ids = t.store.items.ids()
     pending = sql_ids - index_ids

@@ -429,6 +429,9 @@ class RefineBundle(BaseModel):
     context: str = Field("", description="the context block: whole items within the budget")
     tokens: int = Field(0, description="tokens of the context block (the model's tokenizer)")
     budget_tokens: int = 0
+    pending: int = Field(
+        0, description="stored runs whose step windows were not built yet (0: matches complete)"
+    )
 
 
 def provenance_label(prov: Provenance | None, created: datetime | None = None) -> str:

@@ -361,6 +361,10 @@ class KnowledgeBase:
         """Add a new skill (version 1 unless given). A name that exists is a conflict."""
         return self.skills.add(skill)
 
+    def add_skills(self, skills: Sequence[SkillCreate | Mapping[str, Any]]) -> list[Skill]:
+        """Add new skills in one write (one embedding batch, one commit); all or nothing."""
+        return self.skills.add_many(skills)
+
     def get_skill(self, name: str, version: int | None = None) -> Skill:
         """A skill by name (latest version unless ``version``) or by id."""
         return self.skills.get(name, version)

@@ -33,7 +33,6 @@ from datetime import date, datetime
 from typing import Any, TypedDict
 
 import yaml
-from jsonschema import Draft202012Validator
 
 from skills.errors import PackageError, SkillError
 
@@ -608,6 +607,8 @@ def _apply_skill_json(skill: dict[str, Any], data: bytes, label: str) -> str | N
         extra = json.loads(decode_text(data, label))
     except json.JSONDecodeError as exc:
         raise PackageError(label, f"is not valid JSON: {exc}") from exc
+    from jsonschema import Draft202012Validator  # on first use: ~0.1 s to import
+
     problems = sorted(
         f"{'/'.join(map(str, e.absolute_path)) or '(top level)'}: {e.message}"
         for e in Draft202012Validator(SKILL_JSON_SCHEMA).iter_errors(extra)

@@ -53,9 +53,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
-
 from skills.errors import IsolationUnavailable, ParamError, SandboxError, SkillError
 
 __all__ = [
@@ -191,6 +188,9 @@ class RunResult:
 def _violations(schema: dict[str, Any], instance: Any, root: str) -> list[str]:
     if not schema:
         return []
+    from jsonschema import Draft202012Validator  # on first use: ~0.1 s to import
+    from jsonschema.exceptions import SchemaError
+
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from kb.embeddings import HashEmbedder
 from kb.errors import Invalid
 from kb.retrieval import OutcomeRanking, outcome_factor
 from kb.service import KnowledgeBase
+from kb.services import loop
 
 
 def exp(task: str, tools: list[str], outcome: str = "success") -> dict[str, Any]:
@@ -122,19 +125,28 @@ def test_feedback_reorders_when_outcome_aware(fake_kb: KnowledgeBase) -> None:
     assert aware[0].score > aware[1].score
 
 
-def test_bulk_windows_are_deferred_then_built_by_refine(fake_kb: KnowledgeBase) -> None:
+def test_windows_are_built_on_the_write_path_and_refine_states_what_is_pending(
+    fake_kb: KnowledgeBase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ids = [
-        r.id for r in fake_kb.add_experiences([exp(f"task number {n}", TOOLS) for n in range(20)])
+        r.id for r in fake_kb.add_experiences([exp(f"task number {n}", TOOLS) for n in range(40)])
     ]
-    assert (
-        fake_kb.store.windows.distinct("exp_id") == set()
-    )  # an import does not pay for windows up front
-    pending = fake_kb.store.sql.get_meta(f"windows_pending:{fake_kb.namespace}") or ""
-    assert all(i in pending for i in ids)
+    assert fake_kb.store.windows.distinct("exp_id") == set(ids)  # complete when the write returns
+    assert fake_kb.store.sql.get_meta(f"windows_pending:{fake_kb.namespace}") == "[]"
     so_far = exp("task number 3", TOOLS[:1])["steps"]
-    assert fake_kb.refine("task number 3", so_far).next_steps
-    assert fake_kb.store.windows.distinct("exp_id") == set(ids)
-    one = fake_kb.add_experience(exp("a single recorded run", TOOLS)).id
-    assert one in fake_kb.store.windows.distinct(
-        "exp_id"
-    )  # a small write builds its windows at once
+    first = fake_kb.refine("task number 3", so_far)
+    assert first.next_steps and first.pending == 0 and "Incomplete" not in first.context
+
+    # a lossless import embeds nothing: its windows are pending until a refine builds them
+    fake_kb.export(tmp_path / "all.jsonl")
+    with KnowledgeBase.open(tmp_path / "copy", embedder=HashEmbedder()) as copy:
+        copy.import_file(tmp_path / "all.jsonl")
+        assert copy.store.windows.distinct("exp_id") == set()
+        monkeypatch.setattr(loop, "SYNC_BUDGET_S", 0.0)  # no time to build: say so
+        hurried = copy.refine("task number 3", so_far)
+        assert hurried.pending == 40 and not hurried.next_steps
+        assert "Incomplete: the step windows of 40 stored runs" in hurried.context
+        monkeypatch.undo()
+        complete = copy.refine("task number 3", so_far)
+        assert complete.pending == 0 and complete.next_steps
+        assert copy.store.windows.distinct("exp_id") == set(ids)

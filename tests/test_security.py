@@ -881,6 +881,7 @@ def test_no_tool_or_resource_crosses_namespaces(
             }
         ).id
         b_skill = kb.add_skill({**ADD, "status": "validated"})
+        kb.check_action("run-b", {"tool": "refund", "args": {"note": secret}}, task=secret)
         token_a = kb.create_token("a", "A").secret
     server = create_server(store=store, embedder=embedder, warm=False, tokens=True, allow_run=True)
     calls: dict[str, dict[str, Any]] = {
@@ -895,6 +896,7 @@ def test_no_tool_or_resource_crosses_namespaces(
         "propose_skill": {"name": "add-numbers", "description": "A's own skill."},
         "run_skill": {"name": b_skill.id, "params": {"a": 1, "b": 2}},
         "trace_failure": {"id": b_exp},
+        "check_action": {"run_id": "run-b", "tool": "refund", "args": {"order": "1"}},
     }
 
     async def as_a() -> tuple[set[str], dict[str, str], list[str], list[str]]:
@@ -941,6 +943,8 @@ def test_no_tool_or_resource_crosses_namespaces(
             None,
         )
         assert kb.get_skill("add-numbers").id == b_skill.id
+        assert kb.session("run-b").checks == 1  # A's check under the same run id is A's own
+    assert json.loads(answers["check_action"])[0]["seq"] == 1  # a fresh session of A's
     with KnowledgeBase.open(store, namespace="A", embedder=embedder) as kb:
         assert kb.get_skill("add-numbers").id != b_skill.id  # A got its own draft
 

@@ -13,6 +13,7 @@ from skills_ref import validate as reference_validate
 from typer.testing import CliRunner
 
 from kb.cli import app
+from kb.embeddings import HashEmbedder
 from kb.errors import Conflict, Invalid, NotFound
 from kb.models import SkillStatus
 from kb.service import KnowledgeBase
@@ -256,3 +257,61 @@ def test_mining_counts_tasks_not_trials(fake_kb: KnowledgeBase) -> None:
     assert fake_kb.mine_skills(min_support=3) == []
     fake_kb.add_experiences([trial(f"task-{i}") for i in (8, 9)])
     assert [a.action for a in fake_kb.mine_skills(min_support=3)] == ["mined"]
+
+
+# -- batched writes --------------------------------------------------------------------------------
+class CountingEmbedder(HashEmbedder):
+    """The test embedder, counting its calls: a batched write embeds once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def encode(self, texts: Any) -> Any:
+        self.calls += 1
+        return super().encode(texts)
+
+
+def test_add_skills_is_one_embedding_call_one_commit_and_all_or_nothing(tmp_path: Path) -> None:
+    counting = CountingEmbedder()
+    with KnowledgeBase.open(tmp_path / "store", embedder=counting) as kb:
+        kb.add_skill(
+            guided("warm-up", "Warm up when asked.")
+        )  # the index tables exist from here on
+        version = kb.store.items.table.version
+        calls = counting.calls
+        added = kb.add_skills(
+            [guided(f"skill-{i}", f"Do skill {i} when asked.") for i in range(40)]
+        )
+        assert len(added) == 40 and counting.calls == calls + 1
+        assert kb.store.items.table.version - version <= 2  # one append (and at most a compaction)
+        assert {s.name for s in kb.list_skills()} >= {s.name for s in added}
+        with pytest.raises(Conflict):
+            kb.add_skills([guided("fresh-one", "Fresh."), guided("skill-3", "Again.")])
+        with pytest.raises(Invalid):
+            kb.add_skills(
+                [guided("fresh-two", "Fresh."), {"name": "Bad Name!", "description": "x"}]
+            )
+        assert {s.name for s in kb.list_skills()} & {"fresh-one", "fresh-two"} == set()
+
+
+def test_import_writes_packages_in_batches(tmp_path: Path) -> None:
+    library = tmp_path / "library"
+    for i in range(70):
+        folder = library / f"pkg-{i}"
+        folder.mkdir(parents=True)
+        (folder / "SKILL.md").write_text(
+            f"---\nname: pkg-{i}\ndescription: Package {i}. Use when asked.\n---\nDo it.\n"
+        )
+    counting = CountingEmbedder()
+    with KnowledgeBase.open(tmp_path / "store", embedder=counting) as kb:
+        report = kb.import_skills(library, approve=True)
+        assert len(report.added) == 70 and len(report.approved) == 70
+        assert counting.calls == 2  # 64 + 6
+        assert {s.status for s in kb.list_skills()} == {SkillStatus.approved}
+        (library / "pkg-5" / "SKILL.md").write_text(
+            "---\nname: pkg-5\ndescription: Package 5, changed. Use when asked.\n---\nDo it.\n"
+        )
+        again = kb.import_skills(library)
+        assert len(again.unchanged) == 69 and len(again.versions) == 1
+        assert kb.get_skill("pkg-5").version == 2 and kb.get_skill("pkg-5").status == "draft"

@@ -43,7 +43,7 @@ from kb.retrieval import (
 )
 from kb.services import Service
 from kb.services.search import Search, hit
-from kb.services.windows import StepWindows
+from kb.services.windows import SYNC_BUDGET_S, StepWindows
 from kb.store import Store
 from kb.stores.index import quote
 
@@ -286,7 +286,7 @@ class Loop(Service):
             )
         state = window_text(task, steps)
         self.store.ready()
-        self.windows.sync()
+        pending = self.windows.sync(budget_s=SYNC_BUDGET_S)
         parts = [f"namespace = {quote(self.namespace)}"]
         if domain:
             parts.append(f"domain = {quote(domain)}")
@@ -413,7 +413,14 @@ class Loop(Service):
             ("Repairs after similar errors and failures", bundle.repairs),
             ("Skills for the next step (validated first)", bundle.skills),
         ]
-        intro = f"Task: {clip(task, 200)}\nCurrent state:\n{clip(state, 600)}"
+        bundle.pending = pending
+        note = (
+            f"\nIncomplete: the step windows of {pending} stored runs are still being built "
+            "(the next refine continues); these matches leave them out."
+            if pending
+            else ""
+        )
+        intro = f"Task: {clip(task, 200)}{note}\nCurrent state:\n{clip(state, 600)}"
         bundle.context, bundle.tokens = render_context(
             intro, sections, budget_tokens, self.store.embedder.count_tokens
         )

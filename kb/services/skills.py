@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import mimetypes
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,6 +42,23 @@ from kb.stores.records import Session
 
 if TYPE_CHECKING:  # the facade hands the gate in; typing only, no import at run time
     from kb.services.gate import Gate
+
+IMPORT_BATCH = 64
+"""Packages written per batch by ``import_packages`` (one embedding call and one commit each)."""
+
+
+@dataclass
+class _ImportBatch:
+    """Imported packages waiting for one write."""
+
+    versions: list[Skill] = field(default_factory=list)
+    edges: list[Edge] = field(default_factory=list)
+    files: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    names: set[str] = field(default_factory=set)
+    origins: dict[str, str] = field(default_factory=dict)
+
 
 # the statuses a curator has vouched for: the only ones an agent may run
 RUNNABLE = frozenset({SkillStatus.validated, SkillStatus.approved})
@@ -203,19 +221,39 @@ class Skills(Service):
         """Add a new skill (version 1 unless given), with its package ``files`` (``path``,
         ``data``, ``mode``: SKILL.md verbatim and every other file) when it came as a package.
         A name that exists is a conflict."""
+        return self.add_many([skill], files=[files])[0]
+
+    def add_many(
+        self,
+        batch: Sequence[SkillCreate | Mapping[str, Any]],
+        *,
+        files: Sequence[list[dict[str, Any]] | None] | None = None,
+    ) -> list[Skill]:
+        """Add new skills in one write: one embedding batch, one transaction, one index commit.
+        All or nothing: any invalid skill or existing name fails the whole batch."""
+        stored = [self._new(self._checked(skill)) for skill in batch]
+        names = [s.name for s in stored]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise Conflict(f"skills {repeated} appear more than once in one batch")
+        taken = [n for n in names if self.records.skill_versions(n)]
+        if taken:
+            raise Conflict(
+                f"skill {taken[0]!r} already exists in namespace {self.namespace!r}; "
+                "update it to make a new version"
+            )
+        packaged = {
+            s.id: f for s, f in zip(stored, files or [None] * len(stored), strict=True) if f
+        }
+        self._commit(stored, files=packaged or None)
+        return stored
+
+    def _checked(self, skill: SkillCreate | Mapping[str, Any]) -> SkillCreate:
         check_record(
             skill.model_dump(mode="json") if isinstance(skill, BaseModel) else skill,
             what="the skill",
         )
-        data = coerce(SkillCreate, skill, "skill")
-        if self.records.skill_versions(data.name):
-            raise Conflict(
-                f"skill {data.name!r} already exists in namespace {self.namespace!r}; "
-                "update it to make a new version"
-            )
-        stored = self._new(data)
-        self._commit([stored], files={stored.id: files} if files else None)
-        return stored
+        return coerce(SkillCreate, skill, "skill")
 
     def _new(self, data: SkillCreate) -> Skill:
         return Skill(**data.model_dump(), id=new_id("skl"), namespace=self.namespace)
@@ -293,6 +331,15 @@ class Skills(Service):
 
         The new version is a draft again and ``supersedes`` the previous one.
         """
+        old, new, edge, carried = self._next_version(name, changes, files)
+        self._commit([old, new], edges=[edge], files={new.id: carried})
+        return new
+
+    def _next_version(
+        self, name: str, changes: Mapping[str, Any], files: list[dict[str, Any]] | None
+    ) -> tuple[Skill, Skill, Edge, list[dict[str, Any]]]:
+        """What :meth:`update` writes: the old version (no longer latest), the new one, the
+        ``supersedes`` edge and the new version's package files."""
         if "name" in changes and changes["name"] != name:
             raise Invalid("name cannot change; add a new skill instead")
         current = self.get(name)
@@ -311,12 +358,10 @@ class Skills(Service):
         new = Skill(**data.model_dump(), id=new_id("skl"), namespace=self.namespace)
         old = current.model_copy(update={"latest": False, "updated_at": utcnow()})
         edge = Edge(src=new.id, dst=old.id, kind="supersedes")
-
         # the package's files travel to the new version (SKILL.md's body stays the author's;
         # export updates only the front matter fields that changed)
         carried = files if files is not None else self.records.files(current.id)
-        self._commit([old, new], edges=[edge], files={new.id: carried})
-        return new
+        return old, new, edge, carried
 
     def history(self, name: str) -> list[SkillVersion]:
         """Every version of a skill, oldest first, with its validation runs."""
@@ -608,6 +653,7 @@ class Skills(Service):
         report = SkillImportReport(
             path=str(path), skipped=[{"path": r.path, "error": r.reason} for r in rejected]
         )
+        batch = _ImportBatch()
         for data in found:
             origin = (data.get("provenance") or {}).get("imported_from", str(path))
             package = {k: data.pop(k) for k in skills.PACKAGE_KEYS if k in data}
@@ -616,6 +662,7 @@ class Skills(Service):
                 for w in package.get("warnings", [])
             ]
             data["status"] = SkillStatus.draft.value
+            data["provenance"] = {**(data.get("provenance") or {}), "source": "import"}
             files = [
                 {
                     "path": SKILL_MD,
@@ -627,40 +674,74 @@ class Skills(Service):
                     for r in package["resources"]
                 ),
             ]
+            if data.get("name") in batch.names or len(batch.names) >= IMPORT_BATCH:
+                self._flush(batch, report, approve=approve, validate=validate, limits=limits)
+                batch = _ImportBatch()
+            if progress:
+                progress(1)
             try:
-                data.setdefault("provenance", {})
-                data["provenance"] = {**data["provenance"], "source": "import"}
                 if self.records.skill_versions(data["name"]):
                     current = self.get(data["name"])
                     if skills.package_digest(self._full(current)) == package["digest"]:
                         report.unchanged.append(current.id)
                         continue
-                    stored = self.update(
-                        data["name"],
-                        {k: v for k, v in data.items() if k not in {"name", "version", "status"}},
-                        files=files,
-                    )
-                    report.versions.append(stored.id)
+                    changes = {
+                        k: v for k, v in data.items() if k not in {"name", "version", "status"}
+                    }
+                    old, stored, edge, carried = self._next_version(data["name"], changes, files)
+                    before, edges, ids = [old], [edge], batch.updated
                 else:
-                    stored = self.add(data, files=files)
-                    report.added.append(stored.id)
-                if approve and stored.mode == SkillMode.guided:
-                    self.approve(stored.name)
-                    report.approved.append(stored.name)
-                elif validate and stored.mode == SkillMode.executable and stored.tests:
-                    outcome = self.validate(stored.name, limits=limits)
-                    if outcome.status == SkillStatus.validated.value:
-                        report.validated.append(stored.name)
-                    else:
-                        failed = [o["name"] for o in outcome.outcomes if not o["passed"]]
-                        report.not_validated.append(
-                            {"path": origin, "error": f"tests failed: {', '.join(failed)}"}
-                        )
-            except (Invalid, Conflict, SandboxError) as exc:
+                    stored = self._new(self._checked(data))
+                    before, edges, ids, carried = [], [], batch.added, files
+            except (Invalid, Conflict) as exc:
                 report.skipped.append({"path": origin, "error": str(exc)})
-            if progress:
-                progress(1)
+                continue
+            if approve and stored.mode == SkillMode.guided:
+                stored = stored.model_copy(update={"status": SkillStatus.approved})
+            batch.versions += [*before, stored]
+            batch.edges += edges
+            ids.append(stored.id)
+            batch.names.add(stored.name)
+            batch.files[stored.id] = carried
+            batch.origins[stored.name] = origin
+        self._flush(batch, report, approve=approve, validate=validate, limits=limits)
         return report
+
+    def _flush(
+        self,
+        batch: _ImportBatch,
+        report: SkillImportReport,
+        *,
+        approve: bool,
+        validate: bool,
+        limits: Any,
+    ) -> None:
+        """Write one batch of imported packages (one embedding batch, one transaction, one index
+        commit), then validate the executable ones when asked (each in the sandbox)."""
+        if not batch.versions:
+            return
+        self._commit(batch.versions, edges=batch.edges, files=batch.files)
+        report.added += batch.added
+        report.versions += batch.updated
+        for stored in batch.versions:
+            if stored.id not in batch.files:
+                continue  # an old version, no longer the latest
+            if approve and stored.status == SkillStatus.approved:
+                report.approved.append(stored.name)
+            elif validate and stored.mode == SkillMode.executable and stored.tests:
+                origin = batch.origins[stored.name]
+                try:
+                    outcome = self.validate(stored.name, limits=limits)
+                except (Invalid, Conflict, SandboxError) as exc:
+                    report.skipped.append({"path": origin, "error": str(exc)})
+                    continue
+                if outcome.status == SkillStatus.validated.value:
+                    report.validated.append(stored.name)
+                else:
+                    failed = [o["name"] for o in outcome.outcomes if not o["passed"]]
+                    report.not_validated.append(
+                        {"path": origin, "error": f"tests failed: {', '.join(failed)}"}
+                    )
 
     # -- mining and curation --------------------------------------------------------------------
     def mine(

@@ -2,13 +2,16 @@
 
 One row per decision point (the state before an agent acted), not per raw step, so ``refine``'s
 step-level matching stays affordable at scale. The SQL transaction of a write records the new
-experiences as pending; a small write builds their windows at once, a bulk write leaves them to the
-next ``refine`` (or :meth:`StepWindows.rebuild`). A crash leaves them pending, never lost.
+experiences as pending; the write then builds their windows (in batches) before it returns, so the
+first ``refine`` finds them complete. A lossless import (stored vectors, nothing embedded) and a
+crash leave them pending, never lost: ``refine`` builds pending windows for up to
+``SYNC_BUDGET_S`` seconds and says how many experiences are still pending after that.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -20,8 +23,10 @@ from kb.store import Item
 from kb.stores.index import quote
 from kb.stores.records import Session
 
-WINDOWS_AT_ONCE = 16
-"""Writes of up to this many experiences build their step windows at once; larger ones defer."""
+BUILD_BATCH = 256
+"""Experiences whose windows are embedded and written together."""
+SYNC_BUDGET_S = 3.0
+"""How long a ``refine`` may spend building pending windows before it answers without them."""
 
 
 class StepWindows(Service):
@@ -43,8 +48,8 @@ class StepWindows(Service):
         before_commit: Callable[[Session], None] | None = None,
     ) -> None:
         """The record write path (one transaction), plus windows for the experiences in
-        ``windowed`` (default: all of them): built at once for a small write, else marked
-        pending in the same transaction (always with ``defer``: a restore embeds nothing).
+        ``windowed`` (default: all of them): marked pending in the same transaction, then built
+        in batches before this returns (left pending with ``defer``: a restore embeds nothing).
         ``new`` is how many of the items are new records (default: all)."""
         if not items:
             if before_commit is not None:
@@ -68,11 +73,13 @@ class StepWindows(Service):
                 before_commit(session)
 
         self.store.write(items, vectors=vectors, replace=replace, before_commit=mark)
-        if with_steps and len(with_steps) <= WINDOWS_AT_ONCE and not defer:
+        if with_steps and not defer:
             by_id = {i.id: i for i in items if isinstance(i, Experience)}
             self.delete(with_steps)
-            self._build([by_id[i] for i in with_steps])
-            self._done(with_steps)
+            for start in range(0, len(with_steps), BUILD_BATCH):
+                chunk = with_steps[start : start + BUILD_BATCH]
+                self._build([by_id[i] for i in chunk])
+                self._done(chunk)
 
     def _build(self, exps: Sequence[Experience]) -> int:
         specs = [(exp, w) for exp in exps for w in step_windows(exp.task, exp.steps)]
@@ -117,31 +124,43 @@ class StepWindows(Service):
         with self.store.writing():
             self.store.windows.delete(list(exp_ids))
 
-    def sync(self) -> None:
-        """Repair the window table: pending writes after a crash, other writers, a new model."""
+    def sync(self, budget_s: float | None = None) -> int:
+        """Repair the window table: pending writes after a crash or a lossless import, other
+        writers, a new model. With ``budget_s``, stop starting new batches after that many
+        seconds; returns how many experiences are still pending (0: complete)."""
         state_key, pending_key = self._keys
         sql = self.store.sql
         state = json.loads(sql.get_meta(state_key) or "{}")
-        total = self.records.count_experiences()
         if state.get("model") not in (None, self.store.model_name):
             self.rebuild()
-            return
+            return 0
+        started = time.monotonic()
+
+        def out_of_time() -> bool:
+            return budget_s is not None and time.monotonic() - started >= budget_s
+
         pending = json.loads(sql.get_meta(pending_key) or "[]")
-        for start in range(0, len(pending), 256):
-            chunk = pending[start : start + 256]
+        for start in range(0, len(pending), BUILD_BATCH):
+            if out_of_time():
+                return len(pending) - start
+            chunk = pending[start : start + BUILD_BATCH]
             found = self.records.get_experiences(chunk)
             self.delete(list(found))
             self._build([e for e in found.values() if e.merged_into is None])
             self._done(chunk)
+        total = self.records.count_experiences()
         if int(state.get("count", 0)) != total:
             sql_ids = self.records.live_experience_ids()
             have = self.store.windows.distinct("exp_id", f"namespace = {quote(self.namespace)}")
             missing = sorted(sql_ids - have)
             self.delete(sorted(have - sql_ids))
-            for start in range(0, len(missing), 256):
-                chunk = self.records.get_experiences(missing[start : start + 256])
+            for start in range(0, len(missing), BUILD_BATCH):
+                if out_of_time():
+                    return len(missing) - start
+                chunk = self.records.get_experiences(missing[start : start + BUILD_BATCH])
                 self._build([e for e in chunk.values() if e.steps and e.merged_into is None])
             sql.set_meta({state_key: json.dumps({"model": self.store.model_name, "count": total})})
+        return 0
 
     def rebuild(self) -> int:
         """Rebuild this namespace's step windows from SQL; returns how many were written."""
@@ -169,4 +188,4 @@ class StepWindows(Service):
         return written
 
 
-__all__ = ["WINDOWS_AT_ONCE", "StepWindows"]
+__all__ = ["BUILD_BATCH", "SYNC_BUDGET_S", "StepWindows"]

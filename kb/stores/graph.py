@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-
-import networkx as nx
+from typing import TYPE_CHECKING
 
 from kb.models import Edge
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 
 class Graph:
     """A directed multigraph of item ids; edges carry ``kind`` and ``weight``."""
 
     def __init__(self, edges: Iterable[Edge] = ()):
+        import networkx as nx  # on first use: commands that never walk the graph stay light
+
         self._g: nx.MultiDiGraph = nx.MultiDiGraph()
         self._lock = threading.RLock()
         self.add(edges)

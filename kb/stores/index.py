@@ -17,12 +17,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 os.environ.setdefault("LANCE_LOG", "error")
 
 import numpy as np
-import pyarrow as pa
 
 ANN_MIN_ROWS = 5_000
 """Below this many rows an exhaustive vector scan is fast enough; above it, an ANN index pays."""
@@ -61,32 +63,42 @@ class TableSpec:
     keyed and grouped by, its full-text columns, and the columns prefilters read."""
 
     name: str
-    columns: tuple[tuple[str, pa.DataType], ...]
+    columns: tuple[tuple[str, str], ...]
+    """(name, Arrow type): ``string``, ``bool_``, ``int32`` or ``list<string>``."""
     group: str = "id"
     fts: dict[str, dict[str, Any]] = field(default_factory=dict)
     bitmaps: tuple[str, ...] = ()
 
     def schema(self, dim: int) -> pa.Schema:
+        import pyarrow as pa  # on first use, like lancedb: light commands never load it
+
+        def arrow(name: str) -> pa.DataType:
+            return pa.list_(pa.string()) if name == "list<string>" else getattr(pa, name)()
+
         return pa.schema(
-            [("id", pa.string()), *self.columns, ("vector", pa.list_(pa.float32(), dim))]
+            [
+                ("id", pa.string()),
+                *((column, arrow(kind)) for column, kind in self.columns),
+                ("vector", pa.list_(pa.float32(), dim)),
+            ]
         )
 
 
 ITEMS = TableSpec(
     name="items",
     columns=(
-        ("namespace", pa.string()),
-        ("kind", pa.string()),
-        ("outcome", pa.string()),
-        ("domain", pa.string()),
-        ("source_id", pa.string()),
-        ("status", pa.string()),
-        ("tags", pa.list_(pa.string())),
-        ("latest", pa.bool_()),
-        ("text", pa.string()),
-        ("sig", pa.string()),
-        ("model", pa.string()),
-        ("dim", pa.int32()),
+        ("namespace", "string"),
+        ("kind", "string"),
+        ("outcome", "string"),
+        ("domain", "string"),
+        ("source_id", "string"),
+        ("status", "string"),
+        ("tags", "list<string>"),
+        ("latest", "bool_"),
+        ("text", "string"),
+        ("sig", "string"),
+        ("model", "string"),
+        ("dim", "int32"),
     ),
     fts={"text": _WORDS, "sig": _TOKENS},
     bitmaps=("namespace", "kind", "latest", "status", "outcome"),
@@ -95,17 +107,17 @@ ITEMS = TableSpec(
 WINDOWS = TableSpec(
     name="windows",
     columns=(
-        ("exp_id", pa.string()),
-        ("namespace", pa.string()),
-        ("outcome", pa.string()),
-        ("domain", pa.string()),
-        ("source_id", pa.string()),
-        ("step", pa.int32()),
-        ("error", pa.bool_()),
-        ("text", pa.string()),
-        ("next", pa.string()),
-        ("model", pa.string()),
-        ("dim", pa.int32()),
+        ("exp_id", "string"),
+        ("namespace", "string"),
+        ("outcome", "string"),
+        ("domain", "string"),
+        ("source_id", "string"),
+        ("step", "int32"),
+        ("error", "bool_"),
+        ("text", "string"),
+        ("next", "string"),
+        ("model", "string"),
+        ("dim", "int32"),
     ),
     group="exp_id",
     fts={"text": _WORDS},
@@ -155,6 +167,8 @@ class Index:
         schema = self.spec.schema(len(rows[0]["vector"]))
         if self.table is None:
             self._table = self.db.create_table(self.spec.name, schema=schema, exist_ok=True)
+        import pyarrow as pa
+
         data = pa.Table.from_pylist(rows, schema=schema)
         if new:
             self.table.add(data)

@@ -564,21 +564,26 @@ def light_commands(
 
 
 # -- 6: the first refine -------------------------------------------------------------------------
-def first_refine(model: SentenceTransformerEmbedder, folder: Path) -> dict[str, Any]:
-    """Import tau-retail's 100 runs, then time the first ``refine`` in the same process."""
+def first_refine(model: SentenceTransformerEmbedder, folder: Path, runs: int) -> dict[str, Any]:
+    """Import ``runs`` of tau-retail's 100 runs (all by default), then time the first ``refine``
+    in the same process."""
     source = DATA / "tau-retail" / "trajectories.json"
     if not source.exists():
         return {"skipped": f"{source} absent"}
+    everything = json.loads(source.read_text(encoding="utf-8"))
+    if runs < len(everything):
+        source = folder / "tau-retail-part.json"
+        source.write_text(json.dumps(everything[:runs]), encoding="utf-8")
     timed = TimedEmbedder(model)
     with KnowledgeBase.open(folder / "kb-refine", embedder=timed) as kb:
         started = time.perf_counter()
         report = kb.import_file(source)
         imported = time.perf_counter() - started
-        imported_texts = timed.texts
+        imported_texts, imported_model_s = timed.texts, timed.seconds
         exps = [kb.get_experience(i) for i in kb.store.records(kb.namespace).live_experience_ids()]
         expected = sum(len(step_windows(e.task, e.steps)) for e in exps if e.steps)
         before = kb.store.windows.count()
-        run = json.loads(source.read_text(encoding="utf-8"))[7]
+        run = everything[7]
         task = next(m["content"] for m in run["traj"] if m["role"] == "user")
         started = time.perf_counter()
         bundle = kb.refine(task, run["traj"][:8])
@@ -601,9 +606,12 @@ def first_refine(model: SentenceTransformerEmbedder, folder: Path) -> dict[str, 
         }
     result = {
         "import_seconds": round(imported, 2),
-        "import_report": {k: v for k, v in report.model_dump(mode="json").items() if k != "ids"}
-        if hasattr(report, "model_dump")
-        else str(report),
+        "runs_imported": min(runs, len(everything)),
+        "import_report": {
+            k: len(v) if isinstance(v, list) else v
+            for k, v in report.model_dump(mode="json").items()
+            if k != "path"
+        },
         "texts_embedded_by_import": imported_texts,
         "experiences": len(exps),
         "step_windows_expected": expected,
@@ -611,6 +619,7 @@ def first_refine(model: SentenceTransformerEmbedder, folder: Path) -> dict[str, 
         "step_windows_after_refine": after,
         "first_refine_seconds": round(seconds, 3),
         "texts_embedded_by_first_refine": timed.texts - imported_texts,
+        "model_seconds_in_first_refine": round(timed.seconds - imported_model_s, 3),
         "matches_complete": after == expected,
         "refine_says": extra,
         "next_steps": len(bundle.next_steps),
@@ -714,20 +723,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--refine-runs", type=int, default=100, help="tau-retail runs imported")
     parser.add_argument(
         "--combine",
         type=Path,
-        nargs=2,
-        metavar=("MAIN", "SCALE"),
-        help="merge two runs' JSON (e.g. a --skip scale run and a scale-only run started "
-        "earlier, side by side) into --out: store-side rows of SCALE at sizes MAIN lacks",
+        nargs="+",
+        metavar="JSON",
+        help="merge the JSON of runs of parts (--skip) run side by side into --out",
     )
     args = parser.parse_args(argv)
     if args.combine:
-        return combine(*args.combine, args.out or RESULTS / "peers.json")
+        return combine(args.combine, args.out or RESULTS / "peers.json")
     if args.quick:
-        args.ingest, args.e2e_sizes, args.sizes = 60, [60, 200], [1000]
-        args.queries, args.warmup, args.cli_records, args.cli_runs = 15, 3, 200, 1
+        args.ingest, args.e2e_sizes, args.sizes, args.refine_runs = 20, [20, 100], [1000], 15
+        args.queries, args.warmup, args.cli_records, args.cli_runs = 10, 2, 100, 1
     out = args.out or RESULTS / ("peers-quick.json" if args.quick else "peers.json")
 
     import chromadb
@@ -756,7 +765,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     try:
         bases, vectors = [stored(r) for r in records[: args.ingest]], None
         if "refine" not in args.skip:
-            result["first_refine"] = first_refine(model, folder)
+            result["first_refine"] = first_refine(model, folder, args.refine_runs)
             write(out.name, finish(result, started), out)
         if "ingest" not in args.skip:
             part, bases, vectors = ingest_and_search(model, folder, records, queries, args)
@@ -778,19 +787,36 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return result
 
 
-def combine(main_path: Path, scale_path: Path, out: Path) -> dict[str, Any]:
-    """One result from two runs, each part keeping its commit, settings, load and wall time."""
-    main, scale = (json.loads(p.read_text(encoding="utf-8")) for p in (main_path, scale_path))
+SECTIONS = (
+    "first_refine",
+    "ingest",
+    "search_end_to_end",
+    "index_after",
+    "light_commands",
+    "store_side",
+)
+
+
+def combine(paths: Sequence[Path], out: Path) -> dict[str, Any]:
+    """One result from runs of parts of the benchmark run side by side (``--skip``): each
+    section from the first run that has it (store-side rows by size), and each run's commit,
+    settings, load and wall time under ``parts``."""
+    runs = [json.loads(p.read_text(encoding="utf-8")) for p in paths]
     keys = ("code", "settings", "load_average_1_5_15", "wall_seconds", "complete")
-    parts = [
-        {"part": name, **{k: run.get(k) for k in keys}}
-        for name, run in (("main", main), ("scale", scale))
-    ]
-    rows = {r["records"]: {**r, "part": "main"} for r in main.get("store_side", [])}
-    for row in scale.get("store_side", []):
-        rows.setdefault(row["records"], {**row, "part": "scale"})
-    result = {k: v for k, v in main.items() if k not in keys}
-    result.update(parts=parts, store_side=[rows[n] for n in sorted(rows)])
+    result = {k: v for k, v in runs[0].items() if k not in keys and k not in SECTIONS}
+    result["parts"] = []
+    rows: dict[int, dict[str, Any]] = {}
+    for number, run in enumerate(runs):
+        taken = [s for s in SECTIONS if s in run and s not in result and s != "store_side"]
+        result.update({s: run[s] for s in taken})
+        for row in run.get("store_side", []):
+            if row["records"] not in rows:
+                rows[row["records"]] = {**row, "part": number}
+                taken.append(f"store_side at {row['records']}")
+        result["parts"].append({"part": number, "sections": taken, **{k: run.get(k) for k in keys}})
+    if rows:
+        result["store_side"] = [rows[n] for n in sorted(rows)]
+    result["complete"] = all(run.get("complete") for run in runs)
     result["targets"] = targets(result)
     path = write(out.name, result, out)
     print(json.dumps(result["targets"], indent=2))

@@ -65,6 +65,7 @@ class Store:
         self.model_name = embedder.name if embedder is not None else self.settings.model
         self._records: dict[str, Records] = {}
         self._graphs: dict[str, tuple[str, Graph]] = {}
+        self._groups: dict[str, GroupCommit] = {}
         self._repaired = False
         self.closed = False
 
@@ -132,6 +133,11 @@ class Store:
         return self.embedder.encode(texts)
 
     # -- writing -------------------------------------------------------------------------------
+    def group(self, name: str) -> GroupCommit:
+        """The group commit of one kind of write in this process (see :class:`GroupCommit`)."""
+        with self._thread_lock:
+            return self._groups.setdefault(name, GroupCommit())
+
     @contextmanager
     def writing(self) -> Iterator[None]:
         """One writer at a time per store: a thread lock and a file lock across processes."""
@@ -340,4 +346,59 @@ def embed_text(item: Item) -> str:
     return docs.skill_embed_text(item)
 
 
-__all__ = ["WRITE_BATCH", "Item", "Progress", "Store", "embed_text"]
+class GroupCommit:
+    """Concurrent writers of one process share one write (group commit).
+
+    A writer that finds no write in progress leads: it takes every request queued by then and
+    writes them together (one embedding batch, one transaction, one index commit), then the
+    requests that queued meanwhile, until none is left. The others wait for their result. One
+    writer alone is written at once, as before; a failed group write fails each of its requests
+    with the same error (the caller checks each request before it queues, so one bad input does
+    not fail the others).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queue: list[_Pending] = []
+        self._busy = False
+
+    def submit(self, request: Any, write: Callable[[list[Any]], list[Any]]) -> Any:
+        """Queue ``request``; ``write`` turns a list of requests into their results, in order."""
+        mine = _Pending(request)
+        with self._lock:
+            self._queue.append(mine)
+            lead, self._busy = not self._busy, True
+        if lead:
+            while True:
+                with self._lock:
+                    batch, self._queue = self._queue, []
+                    if not batch:
+                        self._busy = False
+                        break
+                try:
+                    for pending, result in zip(
+                        batch, write([p.request for p in batch]), strict=True
+                    ):
+                        pending.result = result
+                except BaseException as exc:  # each waiter re-raises it
+                    for pending in batch:
+                        pending.error = exc
+                for pending in batch:
+                    pending.done.set()
+        mine.done.wait()
+        if mine.error is not None:
+            raise mine.error
+        return mine.result
+
+
+class _Pending:
+    __slots__ = ("done", "error", "request", "result")
+
+    def __init__(self, request: Any):
+        self.request = request
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+
+
+__all__ = ["WRITE_BATCH", "GroupCommit", "Item", "Progress", "Store", "embed_text"]

@@ -8,6 +8,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ from typer.testing import CliRunner
 
 from kb.cli import app
 from kb.embeddings import HashEmbedder
-from kb.errors import KBError, NotFound
+from kb.errors import Invalid, KBError, NotFound
 from kb.models import SkillStatus
 from kb.service import KnowledgeBase
 from kb.store import CRASH_POINTS
@@ -359,3 +361,65 @@ def test_a_validated_version_stays_served_until_a_newer_one_validates(tmp_path: 
         (hit,) = kb.search_skills("add two numbers")
         assert hit.record and hit.record["version"] == 3
         assert kb.get_skill("add-numbers").status == SkillStatus.validated
+
+
+# -- group commit ----------------------------------------------------------------------------------
+class GatedEmbedder(HashEmbedder):
+    """Holds its first call until released, and counts calls: lets a test line writers up."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[int] = []
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def encode(self, texts: Any) -> Any:
+        self.calls.append(len(texts))
+        if len(self.calls) == 1:
+            self.entered.set()
+            self.release.wait(30)
+        return super().encode(texts)
+
+
+def test_concurrent_adds_share_one_write_and_each_gets_its_own_answer(tmp_path: Path) -> None:
+    gated = GatedEmbedder()
+    with KnowledgeBase.open(tmp_path / "store", embedder=gated) as kb:
+        kb.store.ready()
+        answers: dict[str, Any] = {}
+
+        def add(name: str, record: dict[str, Any], key: str | None = None) -> None:
+            try:
+                answers[name] = kb.add_experience(record, idempotency_key=key)
+            except Exception as exc:
+                answers[name] = exc
+
+        first = threading.Thread(target=add, args=("lead", exp("the leading write")))
+        first.start()
+        assert gated.entered.wait(30)  # the leader is writing; the others queue behind it
+        others = (
+            [
+                threading.Thread(target=add, args=(f"w{n}", exp(f"queued write {n}")))
+                for n in range(5)
+            ]
+            + [
+                threading.Thread(target=add, args=(f"k{n}", exp("a retried run"), "run-9"))
+                for n in range(2)
+            ]
+            + [threading.Thread(target=add, args=("bad", {"task": "", "outcome": "success"}))]
+        )
+        for thread in others:
+            thread.start()
+        group = kb.store.group(f"experiences:{kb.namespace}")
+        deadline = time.monotonic() + 30
+        while len(group._queue) < 7 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        gated.release.set()
+        for thread in [first, *others]:
+            thread.join(30)
+        assert len(gated.calls) == 2  # the leader's write, then one batch for the seven queued
+        assert isinstance(answers.pop("bad"), Invalid)  # failed alone, before queueing
+        assert {a.action for n, a in answers.items() if n.startswith("k")} == {"added", "unchanged"}
+        assert len({a.id for n, a in answers.items() if n.startswith("k")}) == 1
+        ids = {a.id for a in answers.values()}
+        assert len(ids) == 7  # the lead, five writes and one retried run stored once
+        assert {e.id for e in kb.list_experiences(limit=50)} == ids

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 from pydantic import BaseModel
@@ -97,11 +97,33 @@ class Experiences(Service):
         idempotency_key: str | None = None,
     ) -> AddResult:
         """Record one experience; see :meth:`admit` for the policies. A retry with the same
-        ``idempotency_key`` stores nothing and answers ``unchanged`` with the first id."""
+        ``idempotency_key`` stores nothing and answers ``unchanged`` with the first id.
+
+        Concurrent calls in one process (the MCP server's threads) share one write: one
+        embedding batch, one transaction, one index commit (:class:`kb.store.GroupCommit`)."""
         if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
             raise Invalid("idempotency_key must be 1 to 200 characters")
-        keys = [f"idem:{idempotency_key}"] if idempotency_key else None
-        return self.admit([experience], policy=policy, keys=keys)[0]
+        check_policy(policy)
+        self.validated([experience])  # a bad input fails here, alone, not in the group
+        key = f"idem:{idempotency_key}" if idempotency_key else None
+        group = self.store.group(f"experiences:{self.namespace}")
+        return cast(AddResult, group.submit((experience, policy, key), self._add_group))
+
+    def _add_group(
+        self, requests: list[tuple[ExperienceCreate | Mapping[str, Any], Policy, str | None]]
+    ) -> list[AddResult]:
+        """One write for the queued ``add`` calls (one per policy present, in order)."""
+        results: list[AddResult | None] = [None] * len(requests)
+        for policy in dict.fromkeys(p for _, p, _ in requests):
+            positions = [n for n, (_, p, _) in enumerate(requests) if p == policy]
+            added = self.admit(
+                [requests[n][0] for n in positions],
+                policy=policy,
+                keys=[requests[n][2] for n in positions],
+            )
+            for n, result in zip(positions, added, strict=True):
+                results[n] = result
+        return [r for r in results if r is not None]
 
     def by_run_id(self, run_id: str) -> str | None:
         """The id of the experience recorded under ``run_id`` (its idempotency key), if any:

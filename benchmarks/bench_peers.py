@@ -810,6 +810,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return result
 
 
+CAVEATS = [
+    "Records past --ingest are perturbed copies of the ingested records' vectors (N(0, 0.02) "
+    "noise, normalised): clusters of near-duplicates whose top 10 are near-ties, a harsh case "
+    "for approximate indexes, so recall@10 here is lower than on distinct texts; compare systems.",
+    "Raw LanceDB builds its vector index once on the whole table with the partitions this "
+    "project's rule gives for that many rows (LanceDB does not report an index's partitions); "
+    "this project's table got its index when it first passed ANN_MIN_ROWS and keeps it as it "
+    "grows, so at 100k its index may have far fewer partitions than the raw table's.",
+    "Timings are wall times on a machine shared with other work: see load_average_1_5_15 (of "
+    "each part); systems take turns query by query and batch by batch so that ratios compare "
+    "them under the same load.",
+]
+
+
 SECTIONS = (
     "first_refine",
     "ingest",
@@ -840,6 +854,7 @@ def combine(paths: Sequence[Path], out: Path) -> dict[str, Any]:
     if rows:
         result["store_side"] = [rows[n] for n in sorted(rows)]
     result["complete"] = all(run.get("complete") for run in runs)
+    result["caveats"] = CAVEATS
     result["targets"] = targets(result)
     path = write(out.name, result, out)
     print(json.dumps(result["targets"], indent=2))
@@ -851,6 +866,7 @@ def finish(result: dict[str, Any], started: float, *, complete: bool = False) ->
     result["load_average_1_5_15"]["end"] = loadavg()
     result["wall_seconds"] = round(time.perf_counter() - started, 1)
     result["complete"] = complete
+    result["caveats"] = CAVEATS
     result["targets"] = targets(result)
     return result
 

@@ -850,7 +850,12 @@ def combine(paths: Sequence[Path], out: Path) -> dict[str, Any]:
             if row["records"] not in rows:
                 rows[row["records"]] = {**row, "part": number}
                 taken.append(f"store_side at {row['records']}")
-        result["parts"].append({"part": number, "sections": taken, **{k: run.get(k) for k in keys}})
+        part = {"part": number, "sections": taken, **{k: run.get(k) for k in keys}}
+        # sections an earlier run supplied stay here, so that no measurement is dropped
+        part["not_taken"] = {
+            s: run[s] for s in SECTIONS if s in run and s not in taken and s != "store_side"
+        }
+        result["parts"].append(part)
     if rows:
         result["store_side"] = [rows[n] for n in sorted(rows)]
     result["complete"] = all(run.get("complete") for run in runs)

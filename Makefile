@@ -45,5 +45,7 @@ lint: install
 	$(PY) -m mypy
 
 bench: install
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) benchmarks/bench_peers.py
 	$(PY) benchmarks/bench_ingest.py
 	$(PY) benchmarks/bench_search.py

@@ -38,24 +38,11 @@ sys.path.insert(0, str(ROOT))
 import httpx2  # noqa: E402
 from fastmcp import Client  # noqa: E402
 
+from benchmarks.common import LOAD_QUERIES, LOAD_SEED, nearest_rank  # noqa: E402
 from kb.service import KnowledgeBase  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "mcp_load.json"
 NAMESPACE = "load"
-SEED = [
-    ("refund a damaged blender for order {n}", "failure", "refunded before checking the window"),
-    ("book the cheapest flight from SFO to JFK, trip {n}", "success", "compared three carriers"),
-    ("rotate the API keys of service {n}", "success", "announced the window, then rotated"),
-    ("summarise the quarterly report {n}", "partial", "missed the appendix tables"),
-]
-QUERIES = [
-    "refund a broken kitchen appliance",
-    "cheap flight to New York",
-    "key rotation",
-    "summarise a long report",
-    "order not eligible for refund",
-    "travel booking",
-]
 
 
 def free_port() -> int:
@@ -64,18 +51,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def summary(latencies: list[float]) -> dict[str, float]:
     return {
         "count": len(latencies),
-        "p50_ms": round(percentile(latencies, 0.50) * 1000, 1),
-        "p95_ms": round(percentile(latencies, 0.95) * 1000, 1),
+        "p50_ms": round(nearest_rank(latencies, 0.50) * 1000, 1),
+        "p95_ms": round(nearest_rank(latencies, 0.95) * 1000, 1),
         "mean_ms": round(statistics.fmean(latencies) * 1000, 1) if latencies else 0.0,
     }
 
@@ -95,7 +75,10 @@ async def client_loop(
             budget[0] -= 1
             if i % 2 == 0:
                 tool = "search"
-                args: dict[str, Any] = {"query": QUERIES[(number + i) % len(QUERIES)], "k": 5}
+                args: dict[str, Any] = {
+                    "query": LOAD_QUERIES[(number + i) % len(LOAD_QUERIES)],
+                    "k": 5,
+                }
             else:
                 tool = "record_experience"
                 args = {
@@ -168,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             [
                 {"task": task.format(n=n), "outcome": outcome, "strategy": strategy}
                 for n in range(25)
-                for task, outcome, strategy in SEED
+                for task, outcome, strategy in LOAD_SEED
             ]
         )
         seeded = kb.stats().experiences

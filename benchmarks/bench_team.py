@@ -47,25 +47,12 @@ sys.path.insert(0, str(ROOT))
 import httpx2  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 
+from benchmarks.common import LOAD_QUERIES, LOAD_SEED, nearest_rank  # noqa: E402
 from kb.service import KnowledgeBase  # noqa: E402
 from tests.pg import PgServer  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "team.json"
 NS = "team"
-SEED = [
-    ("refund a damaged blender for order {n}", "failure", "refunded before checking the window"),
-    ("book the cheapest flight from SFO to JFK, trip {n}", "success", "compared three carriers"),
-    ("rotate the API keys of service {n}", "success", "announced the window, then rotated"),
-    ("summarise the quarterly report {n}", "partial", "missed the appendix tables"),
-]
-QUERIES = [
-    "refund a broken kitchen appliance",
-    "cheap flight to New York",
-    "key rotation",
-    "summarise a long report",
-    "order not eligible for refund",
-    "travel booking",
-]
 TICK = os.sysconf("SC_CLK_TCK")
 LAG_BOUND_S = 2.0
 POLL_S = 0.05
@@ -80,13 +67,6 @@ def postgres_version() -> str:
         return "PostgreSQL"
     found = subprocess.run([str(folder / "postgres"), "--version"], capture_output=True, text=True)
     return found.stdout.strip()
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -256,7 +236,7 @@ def search_phase(targets: list[Server], token: str, clients: int, seconds: float
             with httpx2.Client() as client:
                 i = 0
                 while time.monotonic() < deadline:
-                    query = QUERIES[(n + i) % len(QUERIES)]
+                    query = LOAD_QUERIES[(n + i) % len(LOAD_QUERIES)]
                     start = time.perf_counter()
                     try:
                         call(client, server, token, "search", {"query": query, "k": 5})
@@ -275,8 +255,8 @@ def search_phase(targets: list[Server], token: str, clients: int, seconds: float
             "requests": sum(counts),
             "errors": len(errors),
             "error_samples": errors[:3],
-            "p50_ms": round(percentile(latencies, 0.5) * 1000, 1),
-            "p95_ms": round(percentile(latencies, 0.95) * 1000, 1),
+            "p50_ms": round(nearest_rank(latencies, 0.5) * 1000, 1),
+            "p95_ms": round(nearest_rank(latencies, 0.95) * 1000, 1),
         }
 
     result = measured(targets, work)
@@ -336,7 +316,7 @@ def mixed_phase(servers: list[Server], token: str, clients: int, seconds: float)
                                 )
                                 counts["record_experience"] += 1
                         else:
-                            query = QUERIES[(n + i) % len(QUERIES)]
+                            query = LOAD_QUERIES[(n + i) % len(LOAD_QUERIES)]
                             call(client, reader, token, "search", {"query": query, "k": 5})
                             with lock:
                                 counts["search"] += 1
@@ -407,7 +387,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 [
                     {"task": task.format(n=n), "outcome": outcome, "strategy": strategy}
                     for n in range(args.seed)
-                    for task, outcome, strategy in SEED
+                    for task, outcome, strategy in LOAD_SEED
                 ]
             )
             seeded = kb.stats().experiences
@@ -438,7 +418,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         # every acknowledged write: in SQL, searchable on both servers, and its lag on each
         engine = create_engine(url)
         with engine.connect() as conn:
-            seqs = dict(
+            seqs: dict[str, int] = dict(
                 conn.execute(
                     text(
                         "SELECT item_id, MIN(seq) FROM change_log WHERE namespace = :ns "
@@ -501,15 +481,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "writes_unsearchable": {k: len(v) for k, v in unsearchable.items()},
                 "lag_s": {
                     name: {
-                        "p50": round(percentile(v, 0.5), 3),
-                        "p95": round(percentile(v, 0.95), 3),
+                        "p50": round(nearest_rank(v, 0.5), 3),
+                        "p95": round(nearest_rank(v, 0.95), 3),
                         "max": round(max(v), 3) if v else 0.0,
                     }
                     for name, v in lags.items()
                 },
                 "lag_s_all": {
-                    "p50": round(percentile(all_lags, 0.5), 3),
-                    "p95": round(percentile(all_lags, 0.95), 3),
+                    "p50": round(nearest_rank(all_lags, 0.5), 3),
+                    "p95": round(nearest_rank(all_lags, 0.95), 3),
                     "max": round(max(all_lags), 3) if all_lags else 0.0,
                 },
                 "within_2s": f"{within}/{len(all_lags)}",

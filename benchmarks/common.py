@@ -185,6 +185,32 @@ def percentile(values: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(values, dtype=float), q))
 
 
+def nearest_rank(values: Sequence[float], q: float) -> float:
+    """The nearest-rank ``q`` quantile (0-1) of ``values``; 0 for none."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return float(ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))])
+
+
+LOAD_SEED = [
+    ("refund a damaged blender for order {n}", "failure", "refunded before checking the window"),
+    ("book the cheapest flight from SFO to JFK, trip {n}", "success", "compared three carriers"),
+    ("rotate the API keys of service {n}", "success", "announced the window, then rotated"),
+    ("summarise the quarterly report {n}", "partial", "missed the appendix tables"),
+]
+"""Seed experiences of the server load benchmarks (``bench_mcp_load``, ``bench_team``)."""
+LOAD_QUERIES = [
+    "refund a broken kitchen appliance",
+    "cheap flight to New York",
+    "key rotation",
+    "summarise a long report",
+    "order not eligible for refund",
+    "travel booking",
+]
+"""Their search queries."""
+
+
 def latency_ms(seconds: Sequence[float]) -> dict[str, float]:
     """p50 and p95 of timings given in seconds, in milliseconds, with how many there were."""
     return {

@@ -235,8 +235,21 @@ class Gate(Service):
             )
             for d in self.sessions.decisions(run_id)
         ]
+        return self._summary(row, steps, experience_id=self.experiences.by_run_id(run_id))
+
+    def recent(self, limit: int = 20) -> list[GateSession]:
+        """Live sessions, most recently checked first (without their steps)."""
+        return [self._summary(r) for r in self.sessions.recent(max(1, min(limit, 1000)))]
+
+    def _summary(
+        self,
+        row: GateSessionRow,
+        steps: list[GateStep] | None = None,
+        *,
+        experience_id: str | None = None,
+    ) -> GateSession:
         return GateSession(
-            run_id=run_id,
+            run_id=row.run_id,
             namespace=self.namespace,
             role=row.role,
             task=row.task,
@@ -246,28 +259,9 @@ class Gate(Service):
             created_at=row.created_at,
             updated_at=row.updated_at,
             expires_at=row.expires_at,
-            steps=steps,
-            experience_id=self.experiences.by_run_id(run_id),
+            steps=steps or [],
+            experience_id=experience_id,
         )
-
-    def recent(self, limit: int = 20) -> list[GateSession]:
-        """Live sessions, most recently checked first (without their steps)."""
-        return [
-            GateSession(
-                run_id=r.run_id,
-                namespace=self.namespace,
-                role=r.role,
-                task=r.task,
-                checks=r.seq,
-                session_risk=float(r.state.get("session_risk", 0.0)),
-                peak_risk=float(r.state.get("peak", 0.0)),
-                created_at=r.created_at,
-                updated_at=r.updated_at,
-                expires_at=r.expires_at,
-                steps=[],
-            )
-            for r in self.sessions.recent(max(1, min(limit, 1000)))
-        ]
 
     # -- checking -------------------------------------------------------------------------------
     def check(

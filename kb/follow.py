@@ -156,16 +156,22 @@ class Follower:
             with store.writing():
                 self._move(namespace, seq)
             return
-        live = store.records(namespace).get_any(ids)
-        gone = [i for i in ids if i not in live]
+        records = store.records(namespace)
+        live = records.get_any(ids)
         items = list(live.values())
-        vectors = store.embed_items(items) if items else None
+        vectors = store.embed_items(items) if items else None  # outside the lock: the slow part
         from kb.stores.index import in_list, quote
 
         with store.writing():
-            if items and vectors is not None:
+            # read again under the lock: a write since the first read (a tombstone, a new
+            # version) has already indexed itself, and must not be undone with the stale state
+            now = records.get_any(ids)
+            gone = [i for i in ids if i not in now]
+            keep = [n for n, item in enumerate(items) if item.id in now and now[item.id] == item]
+            if keep and vectors is not None:
                 store.sql.cache_put(store.embedder.drain())
-                store.items.upsert(store.index_rows(items, vectors), new=False)
+                rows = store.index_rows([items[n] for n in keep], vectors[keep])
+                store.items.upsert(rows, new=False)
             if gone:
                 scope = f"namespace = {quote(namespace)} AND "
                 store.items.delete_where(scope + in_list("id", gone))

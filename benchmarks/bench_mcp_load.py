@@ -23,7 +23,6 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,15 +39,10 @@ from fastmcp import Client  # noqa: E402
 
 from benchmarks.common import LOAD_QUERIES, LOAD_SEED, nearest_rank  # noqa: E402
 from kb.service import KnowledgeBase  # noqa: E402
+from tests.served import free_port  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "mcp_load.json"
 NAMESPACE = "load"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def summary(latencies: list[float]) -> dict[str, float]:

@@ -50,6 +50,7 @@ from sqlalchemy import create_engine, text  # noqa: E402
 from benchmarks.common import LOAD_QUERIES, LOAD_SEED, nearest_rank  # noqa: E402
 from kb.service import KnowledgeBase  # noqa: E402
 from tests.pg import PgServer  # noqa: E402
+from tests.served import free_port, tool_call  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "team.json"
 NS = "team"
@@ -110,10 +111,8 @@ def machine_busy() -> tuple[float, float]:
 
 class Server:
     def __init__(self, name: str, store: Path, core: int, env: dict[str, str]):
-        from tests.pg import _free_port
-
         self.name = name
-        self.port = _free_port()
+        self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = store.with_suffix(".log")
         command = [sys.executable, "-m", "mcp_server", "--http", "--port", str(self.port)]
@@ -160,26 +159,7 @@ class Server:
 
 def call(client: httpx2.Client, server: Server, token: str, tool: str, args: dict[str, Any]) -> Any:
     """One tools/call over stateless streamable HTTP; the structured result (raises on error)."""
-    answer = client.post(
-        f"{server.base}/mcp",
-        json={
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "tools/call",
-            "params": {"name": tool, "arguments": args},
-        },
-        headers={
-            "Authorization": f"Bearer {token}",
-            "Content-Type": "application/json",
-            "Accept": "application/json, text/event-stream",
-        },
-        timeout=60,
-    )
-    answer.raise_for_status()
-    body = answer.text
-    if "text/event-stream" in answer.headers.get("content-type", ""):
-        body = next(line[5:] for line in body.splitlines() if line.startswith("data:")).strip()
-    result = json.loads(body)["result"]
+    result = tool_call(server.base, token, tool, args, client=client)
     if result.get("isError"):
         raise RuntimeError(str(result.get("content"))[:300])
     return result["structuredContent"]

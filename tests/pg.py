@@ -7,10 +7,11 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
+
+from tests.served import free_port
 
 UNPRIVILEGED = "nobody"
 
@@ -39,18 +40,12 @@ def tool(name: str) -> Path | None:
     return Path(found) if found else None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class PgServer:
     """A PostgreSQL server in ``root`` (data and socket folders), on a free loopback port."""
 
     def __init__(self, root: Path):
         self.root = root
-        self.port = _free_port()
+        self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.counter = 0
 

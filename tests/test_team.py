@@ -8,10 +8,8 @@ test runs real ``kb serve --http`` processes on a real PostgreSQL server with th
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,6 +28,7 @@ from kb.errors import Conflict
 from kb.service import KnowledgeBase
 from tests.conftest import ROOT
 from tests.pg import PgServer, tool
+from tests.served import free_port, tool_call
 
 KB_BIN = Path(sys.executable).parent / "kb"
 NS = "team"
@@ -187,17 +186,11 @@ def test_a_pg_dump_backup_restores_into_a_new_database_and_a_new_server(
 
 
 # -- several servers end to end --------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Server:
     """A `kb serve --http` process with its own store directory (index) on the shared database."""
 
     def __init__(self, store: Path, env: dict[str, str]):
-        self.port = _free_port()
+        self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = store.with_suffix(".log")
         with self.log.open("wb") as out:
@@ -237,29 +230,7 @@ class Server:
 
     def call(self, token: str, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
         """One tools/call over stateless streamable HTTP; the structured result."""
-        import httpx2
-
-        answer = httpx2.post(
-            f"{self.base}/mcp",
-            json={
-                "jsonrpc": "2.0",
-                "id": 1,
-                "method": "tools/call",
-                "params": {"name": tool, "arguments": arguments},
-            },
-            headers={
-                "Authorization": f"Bearer {token}",
-                "Content-Type": "application/json",
-                "Accept": "application/json, text/event-stream",
-            },
-            timeout=60,
-        )
-        answer.raise_for_status()
-        body = answer.text
-        if "text/event-stream" in answer.headers.get("content-type", ""):
-            body = next(line[5:] for line in body.splitlines() if line.startswith("data:")).strip()
-        message = json.loads(body)
-        result = message["result"]
+        result = tool_call(self.base, token, tool, arguments)
         assert not result.get("isError"), result
         return dict(result["structuredContent"])
 

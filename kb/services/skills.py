@@ -56,8 +56,8 @@ class _ImportBatch:
     files: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     added: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
-    names: set[str] = field(default_factory=set)
     origins: dict[str, str] = field(default_factory=dict)
+    """Skill name -> the package path it came from (each name once a batch)."""
 
 
 # the statuses a curator has vouched for: the only ones an agent may run
@@ -674,8 +674,8 @@ class Skills(Service):
                     for r in package["resources"]
                 ),
             ]
-            if data.get("name") in batch.names or len(batch.names) >= IMPORT_BATCH:
-                self._flush(batch, report, approve=approve, validate=validate, limits=limits)
+            if data.get("name") in batch.origins or len(batch.origins) >= IMPORT_BATCH:
+                self._flush(batch, report, validate=validate, limits=limits)
                 batch = _ImportBatch()
             if progress:
                 progress(1)
@@ -701,10 +701,9 @@ class Skills(Service):
             batch.versions += [*before, stored]
             batch.edges += edges
             ids.append(stored.id)
-            batch.names.add(stored.name)
             batch.files[stored.id] = carried
             batch.origins[stored.name] = origin
-        self._flush(batch, report, approve=approve, validate=validate, limits=limits)
+        self._flush(batch, report, validate=validate, limits=limits)
         return report
 
     def _flush(
@@ -712,7 +711,6 @@ class Skills(Service):
         batch: _ImportBatch,
         report: SkillImportReport,
         *,
-        approve: bool,
         validate: bool,
         limits: Any,
     ) -> None:
@@ -726,7 +724,7 @@ class Skills(Service):
         for stored in batch.versions:
             if stored.id not in batch.files:
                 continue  # an old version, no longer the latest
-            if approve and stored.status == SkillStatus.approved:
+            if stored.status == SkillStatus.approved:  # imports land as drafts unless approved
                 report.approved.append(stored.name)
             elif validate and stored.mode == SkillMode.executable and stored.tests:
                 origin = batch.origins[stored.name]

@@ -464,8 +464,10 @@ def _lookup(
     out_slot = "exec" if team.style == "groupchat" else slot
     assert attr_obj is not None or act.kind == "relation"
     unit = attr_obj.unit if attr_obj else ""
-    if kind == "ignored_tool_error":
-        w.say(out_slot, w.pick(FAULT_WORDING, "error_page", site=site), tag=f"tool{i}")
+
+    def invented_report(wording: str, table: str) -> tuple[Any, int | None, str]:
+        """The fault's report: a value the run never saw, in ``wording`` (``table`` for a
+        table's values)."""
         invented = (
             _nudge(value, frng) if act.kind != "relation" else _confuse(domain, str(value), frng)
         )
@@ -474,22 +476,24 @@ def _lookup(
                 WORDING, "report_relation", relation=domain.relation, entity=entity, other=invented
             )
         elif act.kind == "table":
-            text = "Values: " + ", ".join(
-                _fmt(v, attr_obj.decimals if attr_obj else 0) for v in invented
-            )
+            assert attr_obj is not None
+            text = table.format(", ".join(_fmt(v, attr_obj.decimals) for v in invented))
         else:
             assert attr_obj is not None
             text = w.pick(
                 FAULT_WORDING,
-                "ignored_error",
+                wording,
                 attr=act.attr,
                 entity=entity,
                 year=act.year,
                 value=_fmt(invented, attr_obj.decimals),
                 unit=unit,
             )
-        step = w.say(slot, text, tag=f"report{i}")
-        return invented, step, slot
+        return invented, w.say(slot, text, tag=f"report{i}"), slot
+
+    if kind == "ignored_tool_error":
+        w.say(out_slot, w.pick(FAULT_WORDING, "error_page", site=site), tag=f"tool{i}")
+        return invented_report("ignored_error", "Values: {}")
     # what the tool shows
     if act.kind == "relation":
         line = w.pick(
@@ -563,29 +567,7 @@ def _lookup(
         w.say(out_slot, _page(w, site, line, groupchat=team.style == "groupchat"), tag=f"tool{i}")
     # the report
     if kind == "hallucinated_value":
-        invented = (
-            _nudge(value, frng) if act.kind != "relation" else _confuse(domain, str(value), frng)
-        )
-        if act.kind == "relation":
-            text = w.pick(
-                WORDING, "report_relation", relation=domain.relation, entity=entity, other=invented
-            )
-        elif act.kind == "table":
-            assert attr_obj is not None
-            text = "The values are " + ", ".join(_fmt(v, attr_obj.decimals) for v in invented) + "."
-        else:
-            assert attr_obj is not None
-            text = w.pick(
-                FAULT_WORDING,
-                "hallucinated",
-                attr=act.attr,
-                entity=entity,
-                year=act.year,
-                value=_fmt(invented, attr_obj.decimals),
-                unit=unit,
-            )
-        step = w.say(slot, text, tag=f"report{i}")
-        return invented, step, slot
+        return invented_report("hallucinated", "The values are {}.")
     if act.kind == "relation":
         w.say(
             slot,

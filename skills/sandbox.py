@@ -69,6 +69,7 @@ log = logging.getLogger(__name__)
 
 SANDBOX_UID = 65534  # "nobody" on Debian, Fedora and Alpine
 SCRATCH = "/scratch"
+TMP = Path("/tmp")
 PROGRAM_PATH = "/skill/program.py"
 _READ_CHUNK = 1 << 16
 _INSTALL_HINT = (
@@ -379,7 +380,7 @@ def _read_only_mounts() -> tuple[list[str], list[Path]]:
 
     def ro_bind(path: Path) -> None:
         if path.exists() and not covered(path):
-            args.extend(["--ro-bind", str(path), str(path)])
+            args.extend(["--ro-bind", str(path), _inside(path)])
             bound.append(path)
 
     for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
@@ -399,8 +400,17 @@ def _read_only_mounts() -> tuple[list[str], list[Path]]:
             ro_bind(Path(folder))
         exe = Path(sys.executable)
         if not covered(exe):
-            args.extend(["--symlink", os.path.realpath(exe), str(exe)])
+            args.extend(["--symlink", os.path.realpath(exe), _inside(exe)])
     return args, bound
+
+
+def _inside(path: Path) -> str:
+    """Where a host path is mounted in the sandbox: at the same path, except below ``/tmp``,
+    which in the sandbox is a link into the scratch space (an interpreter or virtual environment
+    installed below ``/tmp`` is mounted there, read-only, and found through the link)."""
+    if path == TMP or TMP in path.parents:
+        return f"{SCRATCH}{path}"
+    return str(path)
 
 
 def _bwrap_command(
@@ -423,25 +433,7 @@ def _bwrap_command(
         "--hostname",
         "sandbox",
     ]
-    mounts, bound = _read_only_mounts()
-    command += mounts
-    for path in hidden:  # defence in depth: a store below a bound folder stays invisible
-        target = Path(path).resolve()
-        if not any(target == b or b in target.parents for b in bound):
-            continue
-        if target.is_dir():
-            command.extend(["--tmpfs", str(target)])
-        elif target.exists():
-            command.extend(["--ro-bind", "/dev/null", str(target)])
-    command += [
-        "--proc",
-        "/proc",
-        "--dev",
-        "/dev",
-        "--size",
-        str(max(1024 * 1024, disk // 8)),
-        "--tmpfs",
-        "/dev/shm",
+    command += [  # the scratch space first: mounts below /tmp land in it (see _inside)
         "--size",
         str(disk),
         "--tmpfs",
@@ -453,6 +445,26 @@ def _bwrap_command(
         "--symlink",
         f"{SCRATCH}/tmp",
         "/tmp",
+    ]
+    mounts, bound = _read_only_mounts()
+    command += mounts
+    for path in hidden:  # defence in depth: a store below a bound folder stays invisible
+        target = Path(path).resolve()
+        if not any(target == b or b in target.parents for b in bound):
+            continue
+        if target.is_dir():
+            command.extend(["--tmpfs", _inside(target)])
+        elif target.exists():
+            command.extend(["--ro-bind", "/dev/null", _inside(target)])
+    command += [
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--size",
+        str(max(1024 * 1024, disk // 8)),
+        "--tmpfs",
+        "/dev/shm",
         "--ro-bind-data",
         str(program_fd),
         PROGRAM_PATH,

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -222,3 +223,30 @@ def test_unsafe_no_isolation_runs_as_plain_subprocess() -> None:
     hog = "def run():\n    return len(bytearray(4 * 1024 ** 3))\n"
     killed = run_program(hog, {}, limits=RunLimits(memory_mb=256, unsafe_no_isolation=True))
     assert killed.killed_by == "memory"
+
+
+def test_an_interpreter_installed_below_tmp_runs_sandboxed(tmp_path: Path) -> None:
+    """A virtual environment below /tmp (a fresh clone's, a CI runner's) is mounted inside the
+    scratch space, which /tmp points to in the sandbox; /tmp stays writable."""
+    if not str(tmp_path.resolve()).startswith("/tmp/"):
+        pytest.skip("the test folder is not below /tmp here")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    here = Path(__file__).resolve().parents[1]
+    code = (
+        "from skills import run_program\n"
+        "r = run_program(\"def run():\\n    open('/tmp/ok', 'w').write('x')\\n"
+        "    return open('/tmp/ok').read()\\n\", {})\n"
+        "print(r.ok, r.value, r.error)\n"
+    )
+    paths = [str(here), *[p for p in sys.path if p.endswith("site-packages")]]
+    done = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", code],
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(paths)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["True", "x", "None"]

@@ -79,17 +79,20 @@ class Store:
     @functools.cached_property
     def items(self) -> Index:
         """The derived table of records (vectors, full-text, filters); opened on first use."""
-        return Index(self._db, ITEMS)
+        return Index(self._db, ITEMS, locks=self.path)
 
     @functools.cached_property
     def windows(self) -> Index:
         """The derived table of step windows (``refine``); opened on first use."""
-        return Index(self._db, WINDOWS)
+        return Index(self._db, WINDOWS, locks=self.path)
 
     def close(self) -> None:
         """Release the engine (files stay as they are)."""
         if not self.closed:
             self.follower.stop()
+            for name in ("items", "windows"):
+                if name in self.__dict__:  # opened: wait for its index rebuild, if one runs
+                    self.__dict__[name].wait()
             self.sql.dispose()
             self.closed = True
 

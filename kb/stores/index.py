@@ -11,7 +11,10 @@ no write here needs a retry of its own.
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
+import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,15 +26,32 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 os.environ.setdefault("LANCE_LOG", "error")
+# index statistics without the vector index's centroids (cheaper, and the future default)
+os.environ.setdefault("LANCE_INCLUDE_VECTOR_CENTROIDS", "false")
 
 import numpy as np
+from filelock import FileLock, Timeout
+
+log = logging.getLogger("kb.index")
 
 ANN_MIN_ROWS = 5_000
 """Below this many rows an exhaustive vector scan is fast enough; above it, an ANN index pays."""
 MAX_FRAGMENTS = 16
-"""Compact once a table has this many data fragments (each write adds one)."""
+"""Compact once a table has this many data fragments (each write adds one) beyond those the
+vector index's segments hold apart."""
+MAX_SEGMENTS = 8
+"""Rebuild the vector index once it has more segments than this. Each compaction folds new rows
+into a segment of their own, and LanceDB never compacts fragments that different segments cover
+together, so segments and fragments grow together until a rebuild."""
+GROWTH = 2.0
+"""Retrain the vector index once the table has this many times the rows it was trained on (its
+partitions fit the size it was built at): a geometric schedule, so rebuilds cost O(1) per row."""
+TRAINED = "kb:trained_rows"
+"""Metadata key of the ``vector`` column: the rows the vector index was trained on."""
 MAX_UNINDEXED = 256
 """Fold new rows into the full-text indexes once this many are outside them (searched flat)."""
+LOCK_TIMEOUT = 300
+"""Seconds to wait for another process's vector index rebuild."""
 KEEP_VERSIONS = timedelta(seconds=2)
 """Old table versions older than this are removed when compacting (readers always open the
 latest), so the table's disk use stays close to its compacted size."""
@@ -135,10 +155,19 @@ def connect(uri: str | Path) -> Any:
 class Index:
     """Vector and full-text search over one derived LanceDB table."""
 
-    def __init__(self, db: Any, spec: TableSpec):
+    def __init__(
+        self, db: Any, spec: TableSpec, *, background: bool = True, locks: Path | None = None
+    ):
         self.db = db
         self.spec = spec
         self._table: Any = None
+        self.background = background
+        """Rebuild the vector index in a thread of its own, writers going on meanwhile."""
+        self._rebuild: threading.Thread | None = None
+        self._rebuild_lock = FileLock(
+            str((locks or Path(db.uri)) / f".{spec.name}.rebuild.lock"), thread_local=False
+        )
+        """Held across processes while the vector index is rebuilt, and by :meth:`vacuum`."""
 
     @property
     def table(self) -> Any:
@@ -188,22 +217,105 @@ class Index:
                     self.table.create_index(
                         column, config=FTS(**config), replace=True, name=f"{column}_idx"
                     )
-        if self.needs_optimize():
-            self.optimize()
+        self.maintain()
 
-    def needs_optimize(self) -> bool:
-        """Whether writes have left the table fragmented or rows outside its full-text indexes
-        (two cheap reads of table metadata): the write path then compacts, so whatever the write
-        pattern, search stays as fast as right after :meth:`optimize`, with no user action."""
-        if self.table is None:
-            return False
-        if self.table.stats()["fragment_stats"]["num_fragments"] >= MAX_FRAGMENTS:
+    def maintain(self) -> None:
+        """Upkeep after a write, amortised (the caller holds the store's write lock): compact
+        once writes have left the table fragmented or rows outside its full-text indexes, and
+        (re)build the vector index when :meth:`_vector_stale` says so, in a thread of its own
+        where :attr:`background` (writers go on meanwhile; their compactions wait for it). Cheap
+        reads of table metadata decide; whatever the write pattern, search stays close to its
+        speed right after :meth:`optimize`, with no user action."""
+        if self.table is None or self.rebuilding:
+            return
+        stats = self.table.stats()
+        vector = self.table.index_stats("vector_idx")
+        segments = (vector.num_indices or 0) if vector is not None else 0
+        compact = stats["fragment_stats"]["num_fragments"] >= segments + MAX_FRAGMENTS or any(
+            (fts := self.table.index_stats(f"{column}_idx")) is not None
+            and fts.num_unindexed_rows >= MAX_UNINDEXED
+            for column in self.spec.fts
+        )
+        if compact:
+            self.table.optimize(cleanup_older_than=KEEP_VERSIONS)
+            vector = self.table.index_stats("vector_idx")  # one more segment, maybe
+        rows = stats["num_rows"]
+        if rows < ANN_MIN_ROWS or not self._vector_stale(vector, rows):
+            return
+        self._add_bitmaps()
+        if not self.background:
+            self._rebuild_vector()
+            return
+        self._rebuild = threading.Thread(
+            target=self._rebuild_vector,
+            kwargs={"in_thread": True},
+            name=f"kb-index-{self.spec.name}",
+            daemon=True,
+        )
+        self._rebuild.start()
+
+    @property
+    def rebuilding(self) -> bool:
+        return self._rebuild is not None and self._rebuild.is_alive()
+
+    def wait(self) -> None:
+        """Wait for a vector index rebuild in progress (the store waits for it on close)."""
+        if self._rebuild is not None:
+            self._rebuild.join()
+            self._rebuild = None
+
+    def _vector_stale(self, vector: Any, rows: int) -> bool:
+        """No vector index yet, too many segments, or grown past its training size."""
+        if vector is None:
             return True
-        for column in self.spec.fts:
-            stats = self.table.index_stats(f"{column}_idx")
-            if stats is not None and stats.num_unindexed_rows >= MAX_UNINDEXED:
-                return True
-        return False
+        metadata = self.table.schema.field("vector").metadata or {}
+        trained = int(metadata.get(TRAINED.encode(), 0))
+        return (vector.num_indices or 0) > MAX_SEGMENTS or rows >= GROWTH * trained
+
+    def _add_bitmaps(self) -> None:
+        from lancedb.index import Bitmap
+
+        names = self._index_names()
+        for column in self.spec.bitmaps:
+            if f"{column}_idx" not in names:
+                self.table.create_index(column, config=Bitmap(), name=f"{column}_idx")
+
+    def _rebuild_vector(self, *, in_thread: bool = False) -> None:
+        """Train the vector index afresh on a compacted table (a thread skips it while another
+        process rebuilds; a failure in a thread is logged, and the next write tries again)."""
+        try:
+            with self._rebuild_lock.acquire(timeout=0 if in_thread else LOCK_TIMEOUT):
+                self._train_vector(settle=in_thread)
+        except Timeout:
+            if not in_thread:
+                raise
+        except Exception:  # a thread has nobody to raise to
+            if not in_thread:
+                raise
+            log.exception("rebuilding the vector index of %s failed", self.spec.name)
+
+    def _train_vector(self, *, settle: bool) -> None:
+        """The new index replaces the old one when it commits (readers use the old one until
+        then, writers go on), and compaction follows under the new single segment; ``settle``:
+        then remove the replaced files as soon as :data:`KEEP_VERSIONS` allows."""
+        from lancedb.index import HnswSq
+
+        started = time.perf_counter()
+        rows = self.table.count_rows()
+        partitions = max(4, int(rows**0.5) // 4)
+        config = HnswSq(distance_type="cosine", num_partitions=partitions)
+        self.table.create_index("vector", config=config, name="vector_idx", replace=True)
+        self.table.update_field_metadata({"path": "vector", "metadata": {TRAINED: str(rows)}})
+        self.table.optimize(cleanup_older_than=KEEP_VERSIONS)
+        if settle:
+            time.sleep(KEEP_VERSIONS.total_seconds())
+            self.table.optimize(cleanup_older_than=KEEP_VERSIONS)
+        log.info(
+            "vector index of %s trained on %d rows in %.1f s",
+            self.spec.name,
+            rows,
+            time.perf_counter() - started,
+        )
 
     def delete(self, keys: Sequence[str], *, column: str | None = None) -> None:
         """Delete rows whose ``column`` (default: the spec's group column) is in ``keys``."""
@@ -220,37 +332,33 @@ class Index:
     def vacuum(self) -> None:
         """Compact and drop every older version of the table's files now (after a purge: the
         removed text must not survive in old fragments)."""
+        self.wait()
         if self.table is not None:
-            with warnings.catch_warnings():
+            # a rebuild's files in progress (another process's) would count as unverified and go
+            with self._rebuild_lock.acquire(timeout=LOCK_TIMEOUT), warnings.catch_warnings():
                 # LanceDB warns that readers of older versions would fail: the caller holds the
                 # write lock and readers reopen the latest version, so that is what we want here
                 warnings.simplefilter("ignore", UserWarning)
                 self.table.optimize(cleanup_older_than=timedelta(0), delete_unverified=True)
 
     def drop(self) -> None:
+        self.wait()
         if self.spec.name in self._table_names():
             self.db.drop_table(self.spec.name)
         self._table = None
 
     def optimize(self) -> None:
-        """Compact fragments, fold new rows into the indexes, add bitmaps and the ANN index
-        once the table is large."""
+        """Compact now, fold new rows into the indexes, and build the vector index once the
+        table is large or rebuild it when due (in this thread, after any rebuild in progress)."""
+        self.wait()
         if self.table is None:
             return
         self.table.optimize(cleanup_older_than=KEEP_VERSIONS)
         rows = self.table.count_rows()
-        if rows < ANN_MIN_ROWS:
-            return
-        from lancedb.index import Bitmap, HnswSq
-
-        names = self._index_names()
-        for column in self.spec.bitmaps:
-            if f"{column}_idx" not in names:
-                self.table.create_index(column, config=Bitmap(), name=f"{column}_idx")
-        if "vector_idx" not in names:
-            partitions = max(4, int(rows**0.5) // 4)
-            config = HnswSq(distance_type="cosine", num_partitions=partitions)
-            self.table.create_index("vector", config=config, name="vector_idx")
+        if rows >= ANN_MIN_ROWS:
+            self._add_bitmaps()
+            if self._vector_stale(self.table.index_stats("vector_idx"), rows):
+                self._rebuild_vector()
 
     # -- reads --------------------------------------------------------------------------------
     def nearest(

@@ -167,7 +167,9 @@ class CachedEmbedder:
     def key(self, text: str) -> str:
         return hashlib.sha256(f"{self.name}\x00{text}".encode()).hexdigest()
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
+    def encode(self, texts: Sequence[str], *, persist: bool = True) -> np.ndarray:
+        """The texts' vectors; without ``persist`` (queries), the persistent store is neither
+        read nor written (a query is rarely asked twice; its lookup would cost every search)."""
         keys = [self.key(t) for t in texts]
         found: dict[str, np.ndarray] = {}
         with self._lock:
@@ -175,7 +177,7 @@ class CachedEmbedder:
                 if k in self._memory:
                     found[k] = self._memory[k]
         missing = [k for k in dict.fromkeys(keys) if k not in found]
-        if missing and self._get is not None:
+        if missing and persist and self._get is not None:
             for k, blob in self._get(missing).items():
                 found[k] = np.frombuffer(blob, dtype=np.float32)
         todo = {k: t for k, t in zip(keys, texts, strict=True) if k not in found}
@@ -186,7 +188,8 @@ class CachedEmbedder:
             new = dict(zip(todo, self.inner.encode(list(todo.values())), strict=True))
             found.update(new)
         with self._lock:
-            self._fresh.update({k: v.astype(np.float32).tobytes() for k, v in new.items()})
+            if persist:
+                self._fresh.update({k: v.astype(np.float32).tobytes() for k, v in new.items()})
             if len(self._memory) > self._memory_items:
                 self._memory.clear()
             self._memory.update(found)

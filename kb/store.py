@@ -117,8 +117,8 @@ class Store:
 
     def stored_model(self) -> tuple[str | None, int | None]:
         """The model and dimension the store's vectors were made with (None when empty)."""
-        dim = self.sql.get_meta("dim")
-        return self.sql.get_meta("model"), int(dim) if dim else None
+        meta = self.sql.get_metas(["model", "dim"])
+        return meta.get("model"), int(meta["dim"]) if meta.get("dim") else None
 
     def model_matches(self) -> bool:
         stored, _ = self.stored_model()
@@ -141,9 +141,9 @@ class Store:
             )
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        """Embed texts with the store's model (cached by content hash)."""
+        """Embed queries with the store's model (cached in memory, never in the database)."""
         self.check_model()
-        return self.embedder.encode(texts)
+        return self.embedder.encode(texts, persist=False)
 
     def embed_items(self, items: Sequence[Item], *, check: bool = True) -> np.ndarray:
         """The vectors of records: each the normalised weighted sum of the embeddings of its

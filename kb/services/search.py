@@ -216,12 +216,12 @@ class Search(Service):
         hits: list[SearchHit] = []
         served: dict[str, Skill | None] = {}
         allowed = set(filters.status or skill_statuses())
-        # hydrate from SQL page by page (records are whole documents); collapsing
-        # near-duplicates can take a few, so a diverse search reads a little further
-        page = 2 * k + 5 if diverse else k + 5
+        # hydrate from SQL page by page (records are whole documents, read without their steps)
+        # until k hits are left after near-duplicates are collapsed
+        page = k + 5
         for start in range(0, len(fused), page):
             chunk = fused[start : start + page]
-            records = self.records.get_any([f.id for f in chunk])
+            records = self.records.get_any([f.id for f in chunk], steps=False)
             for entry in chunk:
                 item = records.get(entry.id)
                 if item is None:
@@ -241,11 +241,11 @@ class Search(Service):
                 ):
                     continue
                 hits.append(hit(item, entry.score, entry.signals))
-            if len(hits) >= page:
+            hits.sort(key=lambda h: -h.score * (1.1 if h.status == SkillStatus.validated else 1.0))
+            if diverse and len(hits) > 1:
+                hits = self._collapse(hits, rows)
+            if len(hits) >= k:
                 break
-        hits.sort(key=lambda h: -h.score * (1.1 if h.status == SkillStatus.validated else 1.0))
-        if diverse and len(hits) > 1:
-            hits = self._collapse(hits, rows)
         return hits[:k]
 
     def _collapse(self, hits: list[SearchHit], rows: dict[str, dict[str, Any]]) -> list[SearchHit]:
@@ -330,7 +330,7 @@ class Search(Service):
         """Apply :func:`kb.retrieval.outcome_factor` to hits when on (see ``outcome_aware``)."""
         if not hits or not self.outcome_on(outcome_aware):
             return hits
-        records = self.records.get_any([h.id for h in hits])
+        records = self.records.get_any([h.id for h in hits], steps=False)
         out = []
         for h in hits:
             item = records.get(h.id)

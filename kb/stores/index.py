@@ -77,6 +77,23 @@ _TOKENS: dict[str, Any] = {
 }
 
 
+def as_rows(table: pa.Table) -> list[dict[str, Any]]:
+    """Arrow rows as dicts, a ``vector`` column as float32 arrays (one conversion for all: a
+    vector as a Python list costs more than the query that found it)."""
+    columns: dict[str, list[Any]] = {}
+    for name in table.column_names:
+        column = table.column(name)
+        if name == "vector":
+            dim = column.type.list_size
+            flat = column.combine_chunks().flatten().to_numpy(zero_copy_only=False)
+            columns[name] = list(flat.astype(np.float32, copy=False).reshape(-1, dim))
+        else:
+            columns[name] = column.to_pylist()
+    return [
+        dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)
+    ]
+
+
 @dataclass(frozen=True)
 class TableSpec:
     """How one derived table looks: its columns (besides ``vector``), the column rows are
@@ -373,8 +390,9 @@ class Index:
             .where(where, prefilter=True)
             .select([*columns, "_distance"])
             .limit(k)
-            .to_list()
+            .to_arrow()
         )
+        rows = as_rows(rows)
         for row in rows:
             row["score"] = 1.0 - float(row.pop("_distance"))
         return list(rows)
@@ -396,8 +414,9 @@ class Index:
             .where(where, prefilter=True)
             .select([*columns, "_score"])
             .limit(k)
-            .to_list()
+            .to_arrow()
         )
+        rows = as_rows(rows)
         for row in rows:
             row["score"] = float(row.pop("_score"))
         return list(rows)
@@ -421,14 +440,11 @@ class Index:
         for start in range(0, len(ids), 1000):
             chunk = list(ids[start : start + 1000])
             query = self.table.search().where(in_list("id", chunk)).select(wanted)
-            out.update({row["id"]: row for row in query.limit(len(chunk)).to_list()})
+            out.update({row["id"]: row for row in as_rows(query.limit(len(chunk)).to_arrow())})
         return out
 
     def vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
-        return {
-            key: np.asarray(row["vector"], dtype=np.float32)
-            for key, row in self.rows(ids, ["vector"]).items()
-        }
+        return {key: row["vector"] for key, row in self.rows(ids, ["vector"]).items()}
 
     def distinct(self, column: str, where: str | None = None) -> set[Any]:
         """Every value of a column (ids, group keys, model names), of rows passing ``where``."""

@@ -7,7 +7,8 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import false, func, or_, true
+from sqlalchemy import JSON, cast, false, func, or_, true, type_coerce
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Session, col, select
 
 from kb.models import (
@@ -172,19 +173,27 @@ class Records:
 
     # -- reads ---------------------------------------------------------------------------------
     def get_experiences(
-        self, ids: Sequence[str], *, deleted: bool = False
+        self, ids: Sequence[str], *, deleted: bool = False, steps: bool = True
     ) -> dict[str, Experience]:
-        """Experiences by id; tombstoned ones only with ``deleted``."""
+        """Experiences by id; tombstoned ones only with ``deleted``; without ``steps``, each with
+        an empty step list (the database leaves them out: what search shows never needs them)."""
         out: dict[str, Experience] = {}
+        data = ExperienceRow.data if steps else self._data_without_steps()
         with self._session() as session:
             for chunk in chunked(list(ids), 500):
-                stmt = select(ExperienceRow).where(
+                stmt = select(ExperienceRow.id, data).where(
                     ExperienceRow.namespace == self.ns, col(ExperienceRow.id).in_(chunk)
                 )
                 if not deleted:
                     stmt = stmt.where(col(ExperienceRow.deleted_at).is_(None))
-                out.update({r.id: Experience.model_validate(r.data) for r in session.exec(stmt)})
+                out.update({i: Experience.model_validate(d) for i, d in session.exec(stmt)})
         return out
+
+    def _data_without_steps(self) -> Any:
+        """The stored document without its ``steps`` (a JSON expression of the database)."""
+        if self.sql.engine.dialect.name == "postgresql":
+            return type_coerce(cast(ExperienceRow.data, JSONB).op("-")("steps"), JSON)
+        return type_coerce(func.json_remove(ExperienceRow.data, "$.steps"), JSON)
 
     def get_skills(self, ids: Sequence[str]) -> dict[str, Skill]:
         out: dict[str, Skill] = {}
@@ -198,11 +207,11 @@ class Records:
                 out.update({r.id: Skill.model_validate(r.data) for r in rows})
         return out
 
-    def get_any(self, ids: Sequence[str]) -> dict[str, Experience | Skill]:
+    def get_any(self, ids: Sequence[str], *, steps: bool = True) -> dict[str, Experience | Skill]:
         exp_ids = [i for i in ids if kind_of(i) == "experience"]
         skill_ids = [i for i in ids if kind_of(i) == "skill"]
         found: dict[str, Experience | Skill] = {}
-        found.update(self.get_experiences(exp_ids))
+        found.update(self.get_experiences(exp_ids, steps=steps))
         found.update(self.get_skills(skill_ids))
         return found
 

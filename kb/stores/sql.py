@@ -15,6 +15,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    bindparam,
     event,
     false,
     func,
@@ -39,6 +40,9 @@ from kb.models import (
 )
 
 _GET_META = text("SELECT value FROM meta WHERE key = :key")
+_GET_METAS = text("SELECT key, value FROM meta WHERE key IN :keys").bindparams(
+    bindparam("keys", expanding=True)
+)
 WRITE_LOCK = 0x6B620002
 """PostgreSQL advisory lock key of writers: held from a write transaction's start to its commit,
 so writers on every machine serialise and change-log numbers are handed out in commit order."""
@@ -214,6 +218,13 @@ class SQLStore:
         # A Core query, not an ORM session: searches read the meta table several times each.
         with self.engine.connect() as conn:
             return conn.execute(_GET_META, {"key": key}).scalar()
+
+    def get_metas(self, keys: Sequence[str]) -> dict[str, str]:
+        """The values of those ``keys`` that are set, in one query."""
+        with self.engine.connect() as conn:
+            return {
+                str(row[0]): str(row[1]) for row in conn.execute(_GET_METAS, {"keys": list(keys)})
+            }
 
     def set_meta(self, values: dict[str, str], session: Session | None = None) -> None:
         if session is None:

@@ -432,3 +432,21 @@ def test_concurrent_adds_share_one_write_and_each_gets_its_own_answer(tmp_path: 
         ids = {a.id for a in answers.values()}
         assert len(ids) == 7  # the lead, five writes and one retried run stored once
         assert {e.id for e in kb.list_experiences(limit=50)} == ids
+
+
+@pytest.mark.engines
+def test_search_reads_records_without_their_steps_and_nothing_else_missing(
+    tmp_path: Path,
+) -> None:
+    """Search hydrates hits with the database leaving the steps out (SQLite's json_remove,
+    PostgreSQL's jsonb minus): every other field comes back as stored."""
+    with open_kb(tmp_path / "store") as kb:
+        added = kb.add_experience(exp("refund a damaged keyboard", tags=["retail"]))
+        stored = kb.get_experience(added.id)
+        assert stored.steps
+        records = kb.store.records(kb.namespace)
+        light = records.get_experiences([stored.id], steps=False)[stored.id]
+        assert light.steps == []
+        assert light.model_dump(exclude={"steps"}) == stored.model_dump(exclude={"steps"})
+        [found] = kb.search("damaged keyboard refund", 1)
+        assert found.record == stored.model_dump(mode="json", exclude={"steps"})

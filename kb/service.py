@@ -7,9 +7,10 @@ the shared state and the only write path.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from kb.config import Settings
 from kb.config import settings as load_settings
@@ -34,33 +35,35 @@ from kb.models import (
     Step,
     check_namespace,
 )
-from kb.retrieval import Mode, RefineBundle, RetrieveBundle, Weights
-from kb.services.experiences import AddResult, DistillReport, Experiences, Policy, Usage
-from kb.services.gate import Gate, GateAction, GateDecision, GatePolicy, GateSession
-from kb.services.loop import Loop
-from kb.services.search import Search
-from kb.services.skills import (
-    CurationAction,
-    SkillFile,
-    SkillFileContent,
-    SkillImportReport,
-    SkillRun,
-    Skills,
-    SkillVersion,
-    ValidationReport,
-)
-from kb.services.tokens import NewToken, TokenInfo, Tokens
-from kb.services.tracing import (
-    LabelImportReport,
-    SynthesisReport,
-    TraceLine,
-    Tracing,
-    TrainReport,
-)
-from kb.services.transfer import DoctorReport, Transfer
-from kb.services.view import Viewer
-from kb.services.windows import StepWindows
 from kb.store import Progress, Store
+
+if TYPE_CHECKING:  # the services are imported when first used: light commands never load most
+    from kb.retrieval import Mode, RefineBundle, RetrieveBundle, Weights
+    from kb.services.experiences import AddResult, DistillReport, Experiences, Policy, Usage
+    from kb.services.gate import Gate, GateAction, GateDecision, GatePolicy, GateSession
+    from kb.services.loop import Loop
+    from kb.services.search import Search
+    from kb.services.skills import (
+        CurationAction,
+        SkillFile,
+        SkillFileContent,
+        SkillImportReport,
+        SkillRun,
+        Skills,
+        SkillVersion,
+        ValidationReport,
+    )
+    from kb.services.tokens import NewToken, TokenInfo, Tokens
+    from kb.services.tracing import (
+        LabelImportReport,
+        SynthesisReport,
+        TraceLine,
+        Tracing,
+        TrainReport,
+    )
+    from kb.services.transfer import DoctorReport, Transfer
+    from kb.services.view import Viewer
+    from kb.services.windows import StepWindows
 
 
 class KnowledgeBase:
@@ -77,16 +80,67 @@ class KnowledgeBase:
             raise Invalid(str(exc)) from exc
         self.store = store
         self._owns_store = owns_store
-        self.windows = StepWindows(store, namespace)
-        self.experiences = Experiences(store, namespace, self.windows)
-        self.searcher = Search(store, namespace)
-        self.loop = Loop(store, namespace, self.searcher, self.windows)
-        self.gate = Gate(store, namespace, self.experiences)
-        self.skills = Skills(store, namespace, self.searcher, self.experiences, gate=self.gate)
-        self.tracing = Tracing(store, namespace, self.searcher, self.experiences, self.skills)
-        self.transfer = Transfer(store, namespace, self.experiences, self.skills, self.tracing)
-        self.tokens = Tokens(store, namespace)
-        self.viewer = Viewer(store, namespace, self.searcher, self.experiences, self.skills)
+
+    # -- the services, each built on first use -------------------------------------------------
+    @functools.cached_property
+    def windows(self) -> StepWindows:
+        from kb.services.windows import StepWindows
+
+        return StepWindows(self.store, self.namespace)
+
+    @functools.cached_property
+    def experiences(self) -> Experiences:
+        from kb.services.experiences import Experiences
+
+        return Experiences(self.store, self.namespace, self.windows)
+
+    @functools.cached_property
+    def searcher(self) -> Search:
+        from kb.services.search import Search
+
+        return Search(self.store, self.namespace)
+
+    @functools.cached_property
+    def loop(self) -> Loop:
+        from kb.services.loop import Loop
+
+        return Loop(self.store, self.namespace, self.searcher, self.windows)
+
+    @functools.cached_property
+    def gate(self) -> Gate:
+        from kb.services.gate import Gate
+
+        return Gate(self.store, self.namespace, self.experiences)
+
+    @functools.cached_property
+    def skills(self) -> Skills:
+        from kb.services.skills import Skills
+
+        return Skills(self.store, self.namespace, self.searcher, self.experiences, gate=self.gate)
+
+    @functools.cached_property
+    def tracing(self) -> Tracing:
+        from kb.services.tracing import Tracing
+
+        return Tracing(self.store, self.namespace, self.searcher, self.experiences, self.skills)
+
+    @functools.cached_property
+    def transfer(self) -> Transfer:
+        from kb.services.transfer import Transfer
+
+        return Transfer(self.store, self.namespace, self.experiences, self.skills, self.tracing)
+
+    @functools.cached_property
+    def tokens(self) -> Tokens:
+        from kb.services.tokens import Tokens
+
+        return Tokens(self.store, self.namespace)
+
+    @functools.cached_property
+    def viewer(self) -> Viewer:
+        from kb.services.view import Viewer
+
+        return Viewer(self.store, self.namespace, self.searcher, self.experiences, self.skills)
 
     @classmethod
     def open(
@@ -667,6 +721,14 @@ class KnowledgeBase:
     def optimize(self) -> None:
         """Compact the index and fold new rows into its indexes."""
         return self.store.optimize()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "AddResult":  # part of the SDK (``from kb import AddResult``), imported on use
+        from kb.services.experiences import AddResult
+
+        return AddResult
+    raise AttributeError(f"module 'kb.service' has no attribute {name!r}")
 
 
 __all__ = ["AddResult", "ImportFailed", "KnowledgeBase"]

@@ -692,7 +692,7 @@ class KnowledgeBase:
 
     def stats(self) -> Stats:
         """Counts of this namespace and the state of its index."""
-        return self.transfer.stats()
+        return self.store.stats(self.namespace)
 
     def doctor(self) -> DoctorReport:
         """Check the model, the index against SQL, and versions."""

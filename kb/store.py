@@ -25,7 +25,7 @@ from kb.config import Settings
 from kb.embeddings import CachedEmbedder, Embedder, SentenceTransformerEmbedder
 from kb.errors import Conflict, Invalid, ModelMismatch
 from kb.follow import Follower
-from kb.models import Experience, Kind, Skill, new_id
+from kb.models import Experience, Kind, Skill, Stats, new_id
 from kb.stores.graph import Graph
 from kb.stores.index import ITEMS, WINDOWS, Index, connect, in_list, quote
 from kb.stores.records import Records, Session
@@ -119,6 +119,13 @@ class Store:
         """The model and dimension the store's vectors were made with (None when empty)."""
         meta = self.sql.get_metas(["model", "dim"])
         return meta.get("model"), int(meta["dim"]) if meta.get("dim") else None
+
+    def stats(self, namespace: str) -> Stats:
+        """Counts of a namespace and the state of its index."""
+        model, dim = self.stored_model()
+        return self.records(namespace).stats(
+            str(self.path), model=model, dim=dim, schema_version=self.sql.schema_version
+        )
 
     def model_matches(self) -> bool:
         stored, _ = self.stored_model()

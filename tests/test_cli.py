@@ -247,7 +247,8 @@ for args in (["--help"], ["list", "--json"], ["show", item, "--json"], ["stats",
              ["history", item], ["list"], ["stats"], ["show", item]):
     result = runner.invoke(app, ["--store", store, *args])
     assert result.exit_code == 0, (args, result.output, result.exception)
-    for heavy in ("torch", "sentence_transformers", "lancedb", "pyarrow", "networkx", "jsonschema"):
+    for heavy in ("torch", "sentence_transformers", "lancedb", "pyarrow", "networkx", "jsonschema",
+                  "kb.services.gate", "kb.services.skills", "kb.services.tracing", "kb.importers"):
         assert heavy not in sys.modules, (args, heavy)
 result = runner.invoke(app, ["--store", store, "export", out, "--json"])
 assert result.exit_code == 0 and "torch" not in sys.modules, result.output

@@ -20,7 +20,6 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from kb.errors import Invalid
-from kb.importers import describe
 from kb.store import Store
 
 
@@ -43,6 +42,8 @@ def coerce(model: type[BaseModel], value: Any, what: str) -> Any:
     try:
         return model.model_validate(value)
     except ValidationError as exc:
+        from kb.importers import describe  # the importers load on first use
+
         raise Invalid(f"{what}: {describe(exc)}") from exc
 
 

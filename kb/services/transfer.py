@@ -25,7 +25,6 @@ from kb.models import (
     ExportReport,
     ImportReport,
     Skill,
-    Stats,
     new_id,
 )
 from kb.services import Service
@@ -88,13 +87,6 @@ class Transfer(Service):
         embeddings with the model id) and re-imports with ``import_file``; ``pairs`` and
         ``skills`` delegate to the tracer and the skill library."""
         return _export(self, path, fmt)
-
-    def stats(self) -> Stats:
-        """Counts of this namespace and the state of its index."""
-        model, dim = self.store.stored_model()
-        return self.records.stats(
-            str(self.store.path), model=model, dim=dim, schema_version=self.store.sql.schema_version
-        )
 
     def doctor(self) -> DoctorReport:
         """Check the model, the index against SQL, and versions."""

@@ -10,6 +10,10 @@ the same time against the same server (the baseline): the target is record throu
 ``--clients`` >= 2 x one client's (concurrent writers share one write: group commit), record p95
 < 1 s, 0 errors.
 
+Then, on the same store, one stdio client (``kb serve`` as a subprocess, the mcp SDK's client)
+against the SDK in this process: ``search`` p50 over ``--queries`` distinct user messages (each
+embedded once by each side: no cache serves it) must be <= 1.5 x the SDK's ``kb.search`` p50.
+
 Bounded: loopback only, a fixed duration, a per-call timeout, and at most ``--max-requests`` calls.
 
 Run: ``python benchmarks/bench_mcp_load.py [--duration 60] [--clients 8]``; writes
@@ -37,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 import httpx2  # noqa: E402
 from fastmcp import Client  # noqa: E402
 
-from benchmarks.common import LOAD_QUERIES, LOAD_SEED, nearest_rank  # noqa: E402
+from benchmarks.common import LOAD_QUERIES, LOAD_SEED, nearest_rank, user_queries  # noqa: E402
 from kb.service import KnowledgeBase  # noqa: E402
 from tests.served import free_port  # noqa: E402
 
@@ -126,6 +130,55 @@ def wait_healthy(base: str, proc: subprocess.Popen[bytes], seconds: float = 120)
     raise SystemExit("the server did not become healthy")
 
 
+def stdio_against_sdk(store: Path, queries: list[str], warmup: list[str]) -> dict[str, Any]:
+    """``search`` (k=5) through one stdio MCP client and through the SDK, the same queries."""
+    from mcp import ClientSession
+    from mcp.client.stdio import StdioServerParameters, stdio_client
+
+    sdk: list[float] = []
+    with KnowledgeBase.open(store, namespace=NAMESPACE) as kb:
+        for query in warmup:
+            kb.search(query, 5)
+        for query in queries:
+            started = time.perf_counter()
+            kb.search(query, 5)
+            sdk.append(time.perf_counter() - started)
+    kb_bin = Path(sys.executable).with_name("kb")
+    params = StdioServerParameters(
+        command=str(kb_bin),
+        args=["--store", str(store), "serve"],
+        cwd=str(ROOT),
+        env={**os.environ, "KB_NAMESPACE": NAMESPACE},
+    )
+    mcp: list[float] = []
+
+    async def scenario() -> None:
+        with open(os.devnull, "w") as err:
+            async with (
+                stdio_client(params, errlog=err) as (read, write),
+                ClientSession(read, write) as session,
+            ):
+                await session.initialize()
+                for query in warmup:
+                    await session.call_tool("search", {"query": query, "k": 5})
+                for query in queries:
+                    started = time.perf_counter()
+                    result = await session.call_tool("search", {"query": query, "k": 5})
+                    mcp.append(time.perf_counter() - started)
+                    assert not result.is_error, result
+
+    asyncio.run(scenario())
+    ratio = nearest_rank(mcp, 0.5) / nearest_rank(sdk, 0.5)
+    return {
+        "queries": len(queries),
+        "warmup_queries": len(warmup),
+        "sdk_search": summary(sdk),
+        "stdio_mcp_search": summary(mcp),
+        "ratio_p50": round(ratio, 3),
+        "ratio_p50_target": 1.5,
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description="MCP HTTP load benchmark")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of load (default 60)")
@@ -133,6 +186,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--max-requests", type=int, default=100_000, help="hard cap on calls")
     parser.add_argument("--timeout", type=float, default=30.0, help="per-call timeout, seconds")
     parser.add_argument("--store", type=Path, default=None, help="store dir (default: a temp dir)")
+    parser.add_argument("--queries", type=int, default=100, help="timed stdio/SDK searches")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if not 1 <= args.clients <= 64 or not 0 < args.duration <= 600:
@@ -254,6 +308,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "record_p95_ms_target": 1000,
         "errors": report["errors"] + len(one["errors"]),
     }
+    distinct = user_queries()
+    report["stdio"] = stdio_against_sdk(store, distinct[10 : 10 + args.queries], distinct[:10])
+    report["targets"]["stdio_search_p50_ratio"] = report["stdio"]["ratio_p50"]
+    report["targets"]["stdio_search_p50_ratio_target"] = 1.5
     report["load_average"] = os.getloadavg()
     report["ok"] = report["errors"] == 0 and report["records_match"]
     args.out.parent.mkdir(parents=True, exist_ok=True)

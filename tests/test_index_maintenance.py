@@ -5,6 +5,7 @@ Real LanceDB tables, with the thresholds scaled down so that a test reaches them
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,10 @@ DIM = 8
 @pytest.fixture
 def small(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ix, "ANN_MIN_ROWS", 200)
-    monkeypatch.setattr(ix, "MAX_FRAGMENTS", 4)
     monkeypatch.setattr(ix, "MAX_SEGMENTS", 2)
-    monkeypatch.setattr(ix, "MAX_UNINDEXED", 32)
+
+
+SPEC = replace(ix.ITEMS, max_fragments=4, max_unindexed=32)
 
 
 def rows(start: int, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
@@ -71,7 +73,7 @@ def test_one_row_at_a_time_keeps_fragments_and_segments_bounded(
     small: None, tmp_path: Path
 ) -> None:
     rng = np.random.default_rng(0)
-    index = ix.Index(ix.connect(tmp_path / "index"), ix.ITEMS, background=False)
+    index = ix.Index(ix.connect(tmp_path / "index"), SPEC, background=False)
     index.upsert(rows(0, 250, rng), new=True)
     assert layout(index)[1:] == (1, 250)  # the vector index exists once the table is large
     written = []
@@ -81,17 +83,17 @@ def test_one_row_at_a_time_keeps_fragments_and_segments_bounded(
         written.append(row)
         fragments, segments, trained = layout(index)
         assert segments <= ix.MAX_SEGMENTS, i
-        assert fragments < segments + ix.MAX_FRAGMENTS, i
+        assert fragments < segments + SPEC.max_fragments, i
         assert trained * ix.GROWTH > i + 1, i  # retrained before it served twice its size
     assert index.table.count_rows() == 350
     unindexed = index.table.index_stats("text_idx").num_unindexed_rows
-    assert unindexed < ix.MAX_UNINDEXED
+    assert unindexed < SPEC.max_unindexed
     assert sum(nearest_is_itself(index, row) for row in written[-20:]) >= 19
 
 
 def test_batches_retrain_the_vector_index_as_the_table_doubles(small: None, tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
-    index = ix.Index(ix.connect(tmp_path / "index"), ix.ITEMS, background=False)
+    index = ix.Index(ix.connect(tmp_path / "index"), SPEC, background=False)
     trained_at = []
     total = 0
     for size in (150, 100, 120, 200, 600, 100):
@@ -103,7 +105,7 @@ def test_batches_retrain_the_vector_index_as_the_table_doubles(small: None, tmp_
 
 def test_a_rebuild_runs_beside_writers_and_readers(small: None, tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
-    index = ix.Index(ix.connect(tmp_path / "index"), ix.ITEMS)  # background, as in a server
+    index = ix.Index(ix.connect(tmp_path / "index"), SPEC)  # background, as in a server
     first = rows(0, 300, rng)
     index.upsert(first, new=True)  # starts the first build in a thread
     more = rows(300, 40, rng)
@@ -119,7 +121,7 @@ def test_a_rebuild_runs_beside_writers_and_readers(small: None, tmp_path: Path) 
 
 def test_a_thread_leaves_the_rebuild_to_the_process_holding_it(small: None, tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
-    index = ix.Index(ix.connect(tmp_path / "index"), ix.ITEMS, locks=tmp_path)
+    index = ix.Index(ix.connect(tmp_path / "index"), SPEC, locks=tmp_path)
     other = FileLock(str(tmp_path / ".items.rebuild.lock"))
     with other:  # as if another process were rebuilding
         index.upsert(rows(0, 300, rng), new=True)
@@ -134,7 +136,7 @@ def test_an_index_from_before_the_schedule_is_retrained_on_the_next_write(
     small: None, tmp_path: Path
 ) -> None:
     rng = np.random.default_rng(4)
-    index = ix.Index(ix.connect(tmp_path / "index"), ix.ITEMS, background=False)
+    index = ix.Index(ix.connect(tmp_path / "index"), SPEC, background=False)
     index.upsert(rows(0, 300, rng), new=True)
     index.table.update_field_metadata({"path": "vector", "metadata": {ix.TRAINED: None}})
     assert layout(index)[2] == 0

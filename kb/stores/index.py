@@ -6,7 +6,9 @@ the embedding model's name and dimension, so a table can always be rebuilt from 
 and ``WINDOWS`` (decision points of experiences, for ``refine``).
 
 Writers are serialised by the store's write lock and LanceDB retries its own commit conflicts, so
-no write here needs a retry of its own.
+no write here needs a retry of its own. The one thing that writes without that lock is the vector
+index's retraining (:meth:`Index.maintain`), in a thread while writers go on: LanceDB commits an
+index build beside appends and updates, and writers leave compaction to it meanwhile.
 """
 
 from __future__ import annotations
@@ -245,7 +247,7 @@ class Index:
         """Upkeep after a write, amortised (the caller holds the store's write lock): compact
         once writes have left the table fragmented or rows outside its full-text indexes, and
         (re)build the vector index when :meth:`_vector_stale` says so, in a thread of its own
-        where :attr:`background` (writers go on meanwhile; their compactions wait for it). Cheap
+        where :attr:`background` (writers go on meanwhile and leave compaction to it). Cheap
         reads of table metadata decide; whatever the write pattern, search stays close to its
         speed right after :meth:`optimize`, with no user action."""
         if self.table is None or self.rebuilding:
@@ -398,10 +400,10 @@ class Index:
             .limit(k)
             .to_arrow()
         )
-        rows = as_rows(rows)
-        for row in rows:
+        found = as_rows(rows)
+        for row in found:
             row["score"] = 1.0 - float(row.pop("_distance"))
-        return list(rows)
+        return found
 
     def matching(
         self,
@@ -422,10 +424,10 @@ class Index:
             .limit(k)
             .to_arrow()
         )
-        rows = as_rows(rows)
-        for row in rows:
+        found = as_rows(rows)
+        for row in found:
             row["score"] = float(row.pop("_score"))
-        return list(rows)
+        return found
 
     def vector_search(self, vector: np.ndarray, *, k: int, where: str) -> list[tuple[str, float]]:
         return [(r["id"], r["score"]) for r in self.nearest(vector, k=k, where=where)]

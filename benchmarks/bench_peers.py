@@ -80,6 +80,7 @@ from benchmarks.common import (  # noqa: E402
     user_queries,
     write,
 )
+from kb import documents as docs  # noqa: E402
 from kb.embeddings import HashEmbedder, SentenceTransformerEmbedder  # noqa: E402
 from kb.models import Experience, ExperienceCreate, signature_of  # noqa: E402
 from kb.retrieval import step_windows  # noqa: E402
@@ -299,15 +300,14 @@ def ingest_and_search(
         }
         print(f"ingest: {json.dumps(ingest)}", flush=True)
 
-        same = {f"c{i}": x for i, x in enumerate(ids)}  # chromadb id -> this project's id
         searches: list[dict[str, Any]] = []
         have = n
         for size in sorted(args.e2e_sizes):
             grow = None
             if size > have:
-                grow = grow_stores(kb, chroma, timed, records, vectors, have, size, args, same)
+                grow = grow_stores(kb, chroma, timed, records, vectors, have, size, args)
                 have = size
-            searches.append(search_end_to_end(model, kb, chroma, queries, args, same))
+            searches.append(search_end_to_end(model, kb, chroma, queries, args))
             searches[-1]["grown_to_this_size"] = grow
             print(f"search at {have}: {json.dumps(searches[-1])}", flush=True)
         layout = index_layout(kb)
@@ -350,11 +350,10 @@ def grow_stores(
     have: int,
     size: int,
     args: argparse.Namespace,
-    same: dict[str, str],
 ) -> dict[str, Any]:
     """Add records ``have`` .. ``size`` to both stores in batches of ``args.batch``, their
-    vectors perturbed copies of the ingested ones (served by the pass-through; no model run);
-    ``same`` gets the chromadb id -> this project's id of each."""
+    vectors perturbed copies of the ingested ones (served by the pass-through, for this project
+    as the vector of each field it embeds, so its record vector is the copy too; no model run)."""
     rng = np.random.default_rng(size)
     seconds = {"chromadb": 0.0, "this_project": 0.0}
     timed.synthetic = True  # step windows of these records: synthetic vectors, no model
@@ -364,15 +363,14 @@ def grow_stores(
         noisy = vectors[picks] + rng.normal(0, NOISE, (len(chunk), vectors.shape[1]))
         noisy = (noisy / np.linalg.norm(noisy, axis=1, keepdims=True)).astype(np.float32)
         texts = [embed_text(stored(r)) for r in chunk]
-        timed.known.update(zip(texts, noisy, strict=True))
+        for record, vector in zip(chunk, noisy, strict=True):
+            timed.known.update((text, vector) for text, _ in docs.vector_fields(stored(record)))
         started = time.perf_counter()
         chroma.add([f"c{start + i}" for i in range(len(chunk))], noisy, texts)
         seconds["chromadb"] += time.perf_counter() - started
         started = time.perf_counter()
-        added = kb.add_experiences(chunk)
+        kb.add_experiences(chunk)
         seconds["this_project"] += time.perf_counter() - started
-        for i, result in enumerate(added):
-            same[f"c{start + i}"] = result.id
     timed.synthetic = False
     return {
         "records_added": size - have,
@@ -388,7 +386,6 @@ def search_end_to_end(
     chroma: Chroma,
     queries: Queries,
     args: argparse.Namespace,
-    chroma_to_ours: dict[str, str],
 ) -> dict[str, Any]:
     """Query embedding + search, each system asked each query in turn (which goes first rotates)."""
     warm, timed_queries = queries.take(args.warmup), queries.take(args.queries)
@@ -414,16 +411,16 @@ def search_end_to_end(
             started = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - started)
-    # recall of the vector stages, untimed, against brute force over what the stores hold
+    # recall of the vector stages, untimed, against brute force over what each store holds
+    # (chromadb one vector per record text, this project its field-aware record vectors)
     qv = model.encode(timed_queries)
     held = chroma.collection.get(include=["embeddings"])
     matrix = np.asarray(held["embeddings"], dtype=np.float32)
     exact = exact_top_k(matrix, held["ids"], qv, K)
     peer_found = [chroma.query(v) for v in qv]
-    ours_found = [
-        [h.id for h in kb.search(q, K, mode="vector", graph=False)] for q in timed_queries
-    ]
-    exact_ours = [[chroma_to_ours[i] for i in row] for row in exact]
+    ours_found = [vector_stage(kb, q) for q in timed_queries]
+    ours_ids, ours_matrix = stored_vectors(kb)
+    exact_ours = exact_top_k(ours_matrix, ours_ids, qv, K)
     p50 = {name: latency_ms(t) for name, t in times.items()}
     return {
         "records": kb.stats().experiences,
@@ -437,6 +434,24 @@ def search_end_to_end(
             "this_project_vector_stage": round(recall_at_k(ours_found, exact_ours, K), 4),
         },
     }
+
+
+def vector_stage(kb: KnowledgeBase, query: str) -> list[str]:
+    """This project's vector stage alone: no lexical, graph or near-duplicate folding (the
+    perturbed copies that reach a size are near-duplicates a diverse search folds)."""
+    return [h.id for h in kb.search(query, K, mode="vector", graph=False, diverse=False)]
+
+
+def stored_vectors(kb: KnowledgeBase) -> tuple[list[str], np.ndarray]:
+    """The ids and vectors of the experiences in this project's items table."""
+    rows = (
+        kb.store.items.table.search()
+        .where("kind = 'experience'")
+        .select(["id", "vector"])
+        .limit(None)
+        .to_arrow()
+    )
+    return rows["id"].to_pylist(), np.asarray(rows["vector"].to_pylist(), dtype=np.float32)
 
 
 def index_layout(kb: KnowledgeBase) -> dict[str, Any]:
@@ -567,9 +582,7 @@ def measure_store_side(
                 found[name].append(out)
     assert timed.texts == 0, "the model ran during store-side timing"
     exact = exact_top_k(matrix, ids, qv, K)
-    ours_vector = [
-        [h.id for h in kb.search(q, K, mode="vector", graph=False)] for q in timed_queries
-    ]
+    ours_vector = [vector_stage(kb, q) for q in timed_queries]
     latency = {name: latency_ms(t) for name, t in times.items()}
     ours, lance = latency["this_project_hybrid"]["p95"], latency["raw_lancedb_hybrid"]["p95"]
     return {

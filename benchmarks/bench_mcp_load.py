@@ -285,6 +285,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "records_stored": stored,
         "records_match": stored == run["records_ok"],
         "server_log_lines": len(logged_calls),
+        "server_errors": [
+            line
+            for line in log_path.read_text().splitlines()
+            if "Traceback" in line or "rror" in line
+        ][:20],
         "machine": {
             "python": platform.python_version(),
             "platform": platform.platform(),

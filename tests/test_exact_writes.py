@@ -207,6 +207,7 @@ def test_no_write_of_b_reaches_a(tmp_path: Path) -> None:
 
 
 # -- idempotency -----------------------------------------------------------------------------------
+@pytest.mark.slow  # a real data set imported three times, one import killed
 def test_tau_airline_imported_twice_and_killed_then_retried_leaves_200(tmp_path: Path) -> None:
     data = requires_data("tau-airline", "trajectories.json")
     with open_kb(tmp_path / "twice") as kb:

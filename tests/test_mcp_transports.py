@@ -43,6 +43,7 @@ def log_lines(path: Path) -> list[dict[str, Any]]:
 
 
 # -- stdio ------------------------------------------------------------------------------------------
+@pytest.mark.slow  # a kb serve subprocess loading the real model
 def test_stdio_subprocess_with_the_mcp_sdk_client(tmp_path: Path) -> None:
     """`kb serve` over stdio: tools work, errors are clear, each call is logged, and the model is
     loaded before the first request is answered, so the first record does not pay for it."""

@@ -124,6 +124,7 @@ def test_fine_tune_on_a_few_labels_moves_the_weights(
         train([], embed=HASH.encode)
 
 
+@pytest.mark.slow  # trains the tracer on faults injected into a data set
 def test_train_from_successes_makes_its_own_failures() -> None:
     successes = generate_team_logs(24, seed=4)
     model = train([], successes=successes, embed=HASH.encode, config=FitConfig(pca_dim=4))

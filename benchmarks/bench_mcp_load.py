@@ -339,6 +339,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             indent=2,
         )
     )
+    if not report["ok"]:  # keep the server's log (tracebacks included) beside the result
+        kept = args.out.with_suffix(".server.log")
+        kept.write_bytes(log_path.read_bytes())
+        print(f"server log kept: {kept}")
     tmp.cleanup()
     return report
 

@@ -139,6 +139,7 @@ def _hits(hits: list[Any], budget_tokens: int, detail: bool) -> ToolResult:
             **({"outcome": h.outcome.value} if h.outcome else {}),
             **({"status": h.status.value} if h.status else {}),
             "score": round(h.score, 4),
+            **({"duplicates": h.duplicates} if h.duplicates else {}),
         }
         for h in hits[:shown]
     ]

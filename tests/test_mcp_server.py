@@ -233,7 +233,8 @@ def test_answers_fit_their_budget_whole_items_only(
         assert len(ids) == len(set(ids)), "an item appears twice"
     rows = result.structured_content.get("hits") or result.structured_content.get("items")
     assert all(
-        set(row) <= {"id", "kind", "title", "outcome", "status", "score", "section"} for row in rows
+        set(row) <= {"id", "kind", "title", "outcome", "status", "score", "section", "duplicates"}
+        for row in rows
     )
 
 
@@ -807,3 +808,20 @@ def test_refine_and_trace_take_raw_messages_of_other_formats(make: Any) -> None:
     refined, traced = call(scenario, make())
     assert "refund order 1042" in refined.content[0].text.lower()
     assert traced["method"]
+
+
+def test_near_duplicates_folded_into_a_hit_are_named_in_it(make: Any) -> None:
+    """Search folds near-duplicate runs into the best of them; the compact MCP answer names the
+    folded ids, so an agent can still reach each of them."""
+    server = make()
+    tasks = [f"titrate sample {n} for the team lab" for n in range(4)]
+
+    async def scenario(client: Client[Any]) -> Any:
+        for task in tasks:
+            await client.call_tool("record_experience", {"task": task, "outcome": "success"})
+        return await client.call_tool("search", {"query": "titrate a sample", "k": 10})
+
+    hits = call(scenario, server).structured_content["hits"]
+    reachable = [i for h in hits for i in [h["id"], *h.get("duplicates", [])]]
+    assert len(reachable) == len(set(reachable)) == 4
+    assert any(h.get("duplicates") for h in hits), hits

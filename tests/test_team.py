@@ -235,8 +235,10 @@ class Server:
         return dict(result["structuredContent"])
 
     def found(self, token: str, task: str, exp_id: str) -> bool:
+        """Whether a search finds the record: as a hit, or folded into one as a near-duplicate
+        (these tasks differ by a number)."""
         hits = self.call(token, "search", {"query": task, "k": 10})["hits"]
-        return exp_id in {h["id"] for h in hits}
+        return exp_id in {i for h in hits for i in [h["id"], *h.get("duplicates", [])]}
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process.poll() is None:

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -21,6 +22,7 @@ from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
 from pydantic import ValidationError as PydanticValidationError
 from starlette.responses import JSONResponse, Response
 
+from kb.errors import KBError
 from mcp_server.schema import explain
 
 if TYPE_CHECKING:
@@ -29,6 +31,18 @@ if TYPE_CHECKING:
     from mcp_server.hub import Hub
 
 log = logging.getLogger("kb.mcp")
+
+
+def _where(exc: BaseException) -> str:
+    """An unexpected error as its type and where it was raised (file, line, function): enough to
+    find it, without its message (which may quote stored or caller data)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return type(exc).__name__
+    code = tb.tb_frame.f_code
+    return f"{type(exc).__name__} at {Path(code.co_filename).name}:{tb.tb_lineno} in {code.co_name}"
 
 
 class _JsonLines(logging.Formatter):
@@ -93,10 +107,14 @@ class CallLog(Middleware):
             error = str(exc)
             raise
         except FastMCPError as exc:
-            outcome, error = "error", str(exc)
+            cause = exc.__cause__
+            if cause is not None and not isinstance(cause, KBError | FastMCPError):
+                outcome, error = "failed", _where(cause)  # a bug, masked for the caller
+            else:
+                outcome, error = "error", str(exc)
             raise
         except Exception as exc:
-            outcome, error = "failed", type(exc).__name__
+            outcome, error = "failed", _where(exc)
             raise
         finally:
             entry: dict[str, Any] = {

@@ -719,6 +719,29 @@ def test_each_call_is_logged_as_one_json_line(make: Any, caplog: pytest.LogCaptu
     assert json.loads(line)["tool"] == "search"
 
 
+def test_an_unexpected_failure_is_logged_with_where_it_was_raised(
+    make: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug inside a tool (here: one the test plants in the facade) is answered with a generic
+    error, and logged with its type and the line that raised it, never its message."""
+    caplog.set_level(logging.INFO, logger="kb.mcp")
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("secret detail from a record")
+
+    monkeypatch.setattr(KnowledgeBase, "search", broken)
+
+    async def scenario(c: Client[Any]) -> None:
+        with pytest.raises(ToolError):
+            await c.call_tool("search", {"query": "anything"})
+
+    call(scenario, make())
+    [entry] = [r.data for r in caplog.records if r.name == "kb.mcp" and hasattr(r, "data")]
+    assert entry["outcome"] == "failed"
+    assert entry["error"].startswith("RuntimeError at test_mcp_server.py:")
+    assert entry["error"].endswith(" in broken") and "secret" not in json.dumps(entry)
+
+
 class SlowModel:
     """An embedder whose load waits for a signal, to see the server before and after."""
 

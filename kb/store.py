@@ -396,12 +396,13 @@ def embed_text(item: Item) -> str:
 class GroupCommit:
     """Concurrent writers of one process share one write (group commit).
 
-    A writer that finds no write in progress leads: it takes every request queued by then and
-    writes them together (one embedding batch, one transaction, one index commit), then the
-    requests that queued meanwhile, until none is left. The others wait for their result. One
-    writer alone is written at once, as before; a failed group write fails each of its requests
-    with the same error (the caller checks each request before it queues, so one bad input does
-    not fail the others).
+    A writer that finds no write in progress leads: it takes every request queued by then
+    (its own among them) and writes them together (one embedding batch, one transaction, one
+    index commit). Requests that queue meanwhile wait; when the write is done, the first of them
+    leads the next one. So each caller writes at most one batch, its own, and under steady load
+    no caller keeps writing for others. One writer alone is written at once, as before; a failed
+    group write fails each of its requests with the same error (the caller checks each request
+    before it queues, so one bad input does not fail the others).
     """
 
     def __init__(self) -> None:
@@ -414,38 +415,47 @@ class GroupCommit:
         mine = _Pending(request)
         with self._lock:
             self._queue.append(mine)
-            lead, self._busy = not self._busy, True
-        if lead:
-            while True:
-                with self._lock:
-                    batch, self._queue = self._queue, []
-                    if not batch:
-                        self._busy = False
-                        break
-                try:
-                    for pending, result in zip(
-                        batch, write([p.request for p in batch]), strict=True
-                    ):
-                        pending.result = result
-                except BaseException as exc:  # each waiter re-raises it
-                    for pending in batch:
-                        pending.error = exc
-                for pending in batch:
-                    pending.done.set()
-        mine.done.wait()
+            if not self._busy:
+                self._busy = mine.lead = True
+        if not mine.lead:
+            mine.wake.wait()  # written by a leader, or made the leader
+        if not mine.written:
+            self._write_queued(write)
         if mine.error is not None:
             raise mine.error
         return mine.result
 
+    def _write_queued(self, write: Callable[[list[Any]], list[Any]]) -> None:
+        """Write every queued request (the leader's own among them), then hand over."""
+        with self._lock:
+            batch, self._queue = self._queue, []
+        try:
+            for pending, result in zip(batch, write([p.request for p in batch]), strict=True):
+                pending.result = result
+        except BaseException as exc:  # each waiter re-raises it
+            for pending in batch:
+                pending.error = exc
+        with self._lock:
+            for pending in batch:
+                pending.written = True
+                pending.wake.set()
+            if self._queue:
+                self._queue[0].lead = True
+                self._queue[0].wake.set()
+            else:
+                self._busy = False
+
 
 class _Pending:
-    __slots__ = ("done", "error", "request", "result")
+    __slots__ = ("error", "lead", "request", "result", "wake", "written")
 
     def __init__(self, request: Any):
         self.request = request
         self.result: Any = None
         self.error: BaseException | None = None
-        self.done = threading.Event()
+        self.lead = False
+        self.written = False
+        self.wake = threading.Event()
 
 
 __all__ = ["WRITE_BATCH", "GroupCommit", "Item", "Progress", "Store", "embed_text"]

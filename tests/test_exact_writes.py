@@ -21,7 +21,7 @@ from kb.embeddings import HashEmbedder
 from kb.errors import Invalid, KBError, NotFound
 from kb.models import SkillStatus
 from kb.service import KnowledgeBase
-from kb.store import CRASH_POINTS
+from kb.store import CRASH_POINTS, GroupCommit
 from tests.conftest import requires_data
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -433,6 +433,37 @@ def test_concurrent_adds_share_one_write_and_each_gets_its_own_answer(tmp_path: 
         ids = {a.id for a in answers.values()}
         assert len(ids) == 7  # the lead, five writes and one retried run stored once
         assert {e.id for e in kb.list_experiences(limit=50)} == ids
+
+
+def test_under_steady_load_each_writer_writes_only_the_batch_holding_its_own_request() -> None:
+    """Group commit hands the lead on: a caller writes one batch, the one with its own request,
+    and returns; it never goes on writing for callers that queued behind it (under steady load
+    that kept one MCP call waiting 48 s)."""
+    group = GroupCommit()
+    batches: list[tuple[int, list[tuple[int, int]]]] = []
+
+    def write(requests: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        batches.append((threading.get_ident(), list(requests)))
+        time.sleep(0.002)  # long enough for others to queue behind this write
+        return [(owner, n * 10) for owner, n in requests]
+
+    answers: dict[int, list[tuple[int, int]]] = {}
+
+    def writer() -> None:
+        me = threading.get_ident()
+        answers[me] = [group.submit((me, n), write) for n in range(30)]
+
+    threads = [threading.Thread(target=writer) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(answers) == 6
+    for me, got in answers.items():
+        assert got == [(me, n * 10) for n in range(30)]  # each its own answer, in order
+    assert all(me in {owner for owner, _ in batch} for me, batch in batches)
+    assert sum(len(batch) for _, batch in batches) == 180
+    assert len(batches) < 180  # and writes were shared
 
 
 @pytest.mark.engines

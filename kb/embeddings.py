@@ -56,8 +56,24 @@ def _model_location(name: str) -> str:
     return name
 
 
-_MODELS: dict[tuple[str, str], Any] = {}
+_MODELS: dict[tuple[str, str], _Loaded] = {}
 _MODELS_LOCK = threading.Lock()
+
+
+class _Loaded:
+    """A loaded model, shared by the embedders of one model and device, with a lock: a fast
+    tokenizer keeps its padding settings in shared state, so two threads encoding at once
+    corrupt each other's batches ("expected sequence of length 13 at dim 1 (got 7)"). Token
+    counting (budgets, often) uses a copy of the tokenizer under a lock of its own, so that it
+    never waits for an embedding batch."""
+
+    def __init__(self, model: Any):
+        import copy
+
+        self.model = model
+        self.lock = threading.Lock()
+        self.counter = copy.deepcopy(model.tokenizer)
+        self.counter_lock = threading.Lock()
 
 
 class SentenceTransformerEmbedder:
@@ -72,15 +88,20 @@ class SentenceTransformerEmbedder:
         self.name = name
         self.device = device
         self.batch_size = batch_size
-        self._model: Any = None
+        self._model: _Loaded | None = None
         self._lock = threading.Lock()
 
     @property
-    def model(self) -> Any:
+    def _loaded(self) -> _Loaded:
         with self._lock:
             if self._model is None:
                 self._model = self._load()
             return self._model
+
+    @property
+    def model(self) -> Any:
+        """The sentence-transformers model (use it through :meth:`encode`: one thread at a time)."""
+        return self._loaded.model
 
     @property
     def loaded(self) -> bool:
@@ -91,12 +112,12 @@ class SentenceTransformerEmbedder:
         location = _model_location(self.name)
         device = resolve_device(self.device)
         with _MODELS_LOCK:
-            model = _MODELS.get((location, device))
-            if model is None:
-                model = _MODELS[(location, device)] = self._read(location, device)
+            loaded = _MODELS.get((location, device))
+            if loaded is None:
+                loaded = _MODELS[(location, device)] = _Loaded(self._read(location, device))
         if device == "cuda":
             self.batch_size = max(self.batch_size, 256)
-        return model
+        return loaded
 
     def _read(self, location: str, device: str) -> Any:
         if not Path(location).exists() and os.environ.get("HF_HUB_OFFLINE") is None:
@@ -129,17 +150,21 @@ class SentenceTransformerEmbedder:
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = self.model.encode(
-            list(texts),
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
+        loaded = self._loaded
+        with loaded.lock:
+            vectors = loaded.model.encode(
+                list(texts),
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
         return np.asarray(vectors, dtype=np.float32)
 
     def count_tokens(self, text: str) -> int:
-        return len(self.model.tokenizer.encode(text, add_special_tokens=False))
+        loaded = self._loaded
+        with loaded.counter_lock:
+            return len(loaded.counter.encode(text, add_special_tokens=False))
 
 
 class CachedEmbedder:

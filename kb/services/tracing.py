@@ -251,15 +251,7 @@ class Tracing(Service):
         from kb.importers import read_records
         from kb.trace import to_mistake_json
 
-        path = Path(path)
-        if not path.exists():
-            raise NotFound(f"{path}: no such file or folder")
-        files = (
-            sorted(p for p in path.rglob("*") if p.suffix in {".json", ".jsonl"})
-            if path.is_dir()
-            else [path]
-        )
-        for file in files:
+        for file in _json_files(path):
             try:
                 records = read_records(file)
             except KBError as exc:
@@ -365,15 +357,7 @@ class Tracing(Service):
             raise Invalid("per_success must be at least 1 and team_runs not negative")
         successes: list[ExperienceCreate] = []
         for source in sources:
-            path = Path(source)
-            if not path.exists():
-                raise NotFound(f"{path}: no such file or folder")
-            files = (
-                sorted(p for p in path.rglob("*") if p.suffix in {".json", ".jsonl"})
-                if path.is_dir()
-                else [path]
-            )
-            for file in files:
+            for file in _json_files(source):
                 for _, item in iter_experiences(file):
                     if isinstance(item, ExperienceCreate) and item.outcome == Outcome.success:
                         successes.append(item)
@@ -511,3 +495,13 @@ def _labelled(exp: Experience, label: Attribution) -> dict[str, Any]:
     if exp.attribution is not None and exp.attribution.method != "label":
         change["tracer_attribution"] = exp.attribution
     return change
+
+
+def _json_files(source: str | Path) -> list[Path]:
+    """A file, or every .json/.jsonl file under a folder (sorted); NotFound when neither."""
+    path = Path(source)
+    if not path.exists():
+        raise NotFound(f"{path}: no such file or folder")
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.suffix in {".json", ".jsonl"})
+    return [path]

@@ -38,12 +38,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import httpx2  # noqa: E402
 from fastmcp import Client  # noqa: E402
 
 from benchmarks.common import LOAD_QUERIES, LOAD_SEED, nearest_rank, user_queries  # noqa: E402
 from kb.service import KnowledgeBase  # noqa: E402
-from tests.served import free_port  # noqa: E402
+from tests.served import free_port, health  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "mcp_load.json"
 NAMESPACE = "load"
@@ -121,11 +120,8 @@ def wait_healthy(base: str, proc: subprocess.Popen[bytes], seconds: float = 120)
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"the server exited with {proc.returncode}")
-        try:
-            if httpx2.get(f"{base}/health", timeout=2).status_code == 200:
-                return
-        except httpx2.HTTPError:
-            pass
+        if health(base, timeout=2) is not None:
+            return
         time.sleep(0.2)
     raise SystemExit("the server did not become healthy")
 

@@ -50,7 +50,7 @@ from sqlalchemy import create_engine, text  # noqa: E402
 from benchmarks.common import LOAD_QUERIES, LOAD_SEED, nearest_rank  # noqa: E402
 from kb.service import KnowledgeBase  # noqa: E402
 from tests.pg import PgServer  # noqa: E402
-from tests.served import free_port, tool_call  # noqa: E402
+from tests.served import free_port, health, tool_call  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "team.json"
 NS = "team"
@@ -125,11 +125,7 @@ class Server:
             )
 
     def health(self) -> dict[str, Any] | None:
-        try:
-            answer = httpx2.get(f"{self.base}/health", timeout=5)
-        except httpx2.HTTPError:
-            return None
-        return answer.json() if answer.status_code == 200 else None
+        return health(self.base)
 
     def wait_ready(self, seconds: float = 300) -> None:
         deadline = time.monotonic() + seconds

@@ -1,5 +1,5 @@
-"""Talking to a served store from tests and benchmarks: a free loopback port, and one MCP
-``tools/call`` over stateless streamable HTTP with a bearer token."""
+"""Talking to a served store from tests and benchmarks: a free loopback port, its ``/health``,
+and one MCP ``tools/call`` over stateless streamable HTTP with a bearer token."""
 
 from __future__ import annotations
 
@@ -13,6 +13,17 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def health(base: str, *, timeout: float = 5) -> dict[str, Any] | None:
+    """``{base}/health`` when the server answers 200, else None (not up, or not ready)."""
+    import httpx2
+
+    try:
+        answer = httpx2.get(f"{base}/health", timeout=timeout)
+    except httpx2.HTTPError:
+        return None
+    return answer.json() if answer.status_code == 200 else None
 
 
 def tool_call(

@@ -28,7 +28,7 @@ from kb.errors import Conflict
 from kb.service import KnowledgeBase
 from tests.conftest import ROOT
 from tests.pg import PgServer, tool
-from tests.served import free_port, tool_call
+from tests.served import free_port, health, tool_call
 
 KB_BIN = Path(sys.executable).parent / "kb"
 NS = "team"
@@ -203,13 +203,7 @@ class Server:
             )
 
     def health(self) -> dict[str, Any] | None:
-        import httpx2
-
-        try:
-            answer = httpx2.get(f"{self.base}/health", timeout=5)
-        except httpx2.HTTPError:
-            return None
-        return answer.json() if answer.status_code == 200 else None
+        return health(self.base)
 
     def wait_ready(self, seconds: float = 180) -> None:
         deadline = time.monotonic() + seconds
